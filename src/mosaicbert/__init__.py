@@ -1,0 +1,1 @@
+"""MosaicBERT pretraining recipe on Composer."""

@@ -1,0 +1,87 @@
+"""MosaicBERT configuration (a Hugging Face ``PretrainedConfig``).
+
+Every architectural choice of Portes et al. 2023 is a field here, with the paper's value as default.
+This file imports only transformers, so it ships unchanged inside exported model folders.
+"""
+
+from transformers import PretrainedConfig
+
+ATTENTION_BACKENDS = ("auto", "flash_attn", "flex", "sdpa")
+
+
+class MosaicBertConfig(PretrainedConfig):
+    r"""Configuration of a MosaicBERT encoder.
+
+    Args:
+        vocab_size: vocabulary size; MosaicBERT pads bert-base-uncased's 30522 to 30528 (multiple of 64).
+        hidden_size, num_hidden_layers, num_attention_heads: encoder shape (base: 768 / 12 / 12).
+        intermediate_size: width of the gated feed-forward (GeGLU); the input projection is twice this.
+        hidden_act: activation on the gate half of the GLU ("gelu" = exact erf GELU as in the paper).
+        hidden_dropout_prob: dropout on embeddings and sub-layer outputs (0.1).
+        attention_probs_dropout_prob: dropout on attention weights (0.0 in the paper; only sdpa supports >0).
+        type_vocab_size: number of token-type (segment) ids.
+        initializer_range: std of the normal init of weights (BERT: 0.02).
+        layer_norm_eps: LayerNorm epsilon.
+        alibi_starting_size: unused by the math (ALiBi has no maximum length); kept as the length the
+            model was trained at, for documentation and for `max_position_embeddings`-style queries.
+        attention_backend: "auto" | "flash_attn" | "flex" | "sdpa". "auto" picks flash_attn when the
+            package is importable on CUDA, else FlexAttention on CUDA, else SDPA.
+        low_precision_layernorm: run LayerNorm in the autocast dtype (bf16) rather than fp32.
+        prenorm: pre-LN blocks instead of the paper's post-LN.
+        mlm_only_masked: apply the MLM head only at masked positions when labels are given.
+        pad_vocab_multiple: the multiple the vocabulary is padded to by the recipe builders (64).
+        classifier_dropout: dropout before the sequence-classification head (defaults to hidden dropout).
+    """
+
+    model_type = "mosaic_bert"
+
+    def __init__(
+        self,
+        vocab_size: int = 30528,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.0,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        alibi_starting_size: int = 512,
+        attention_backend: str = "auto",
+        low_precision_layernorm: bool = True,
+        prenorm: bool = False,
+        mlm_only_masked: bool = True,
+        pad_vocab_multiple: int = 64,
+        classifier_dropout: float | None = None,
+        pad_token_id: int = 0,
+        **kwargs,
+    ):
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend={attention_backend!r} is not one of {ATTENTION_BACKENDS}."
+            )
+        if hidden_size % num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
+            )
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.alibi_starting_size = alibi_starting_size
+        self.attention_backend = attention_backend
+        self.low_precision_layernorm = low_precision_layernorm
+        self.prenorm = prenorm
+        self.mlm_only_masked = mlm_only_masked
+        self.pad_vocab_multiple = pad_vocab_multiple
+        self.classifier_dropout = classifier_dropout

