@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -20,6 +22,23 @@ log = logging.getLogger(__name__)
 # Names whose vocabulary is exactly bert-base-uncased's (30522 WordPiece tokens, lower-cased).
 BERT_UNCASED_NAMES = {"bert-base-uncased", "google-bert/bert-base-uncased", "bert-large-uncased",
                       "google-bert/bert-large-uncased"}
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect; False when HF_HUB_OFFLINE is set.
+
+    Asked once per process so offline machines skip the hub's long retry loop.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def offline_bert_uncased_dir() -> Path | None:
@@ -41,9 +60,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if os.path.isdir(name):
         return AutoTokenizer.from_pretrained(name)
     hub_error = None
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as err:  # offline, hub unreachable, or not a valid name
+    try:  # the hub when reachable, else only its local cache
+        return AutoTokenizer.from_pretrained(name, local_files_only=not hub_reachable())
+    except Exception as err:  # offline and not cached, or not a valid name
         hub_error = err
     if name in BERT_UNCASED_NAMES:
         folder = offline_bert_uncased_dir()
