@@ -31,6 +31,7 @@ class MosaicBertConfig(PretrainedConfig):
         mlm_only_masked: apply the MLM head only at masked positions when labels are given.
         pad_vocab_multiple: the multiple the vocabulary is padded to by the recipe builders (64).
         classifier_dropout: dropout before the sequence-classification head (defaults to hidden dropout).
+        tie_word_embeddings: share the MLM decoder weight with the word embeddings (as BERT does).
     """
 
     model_type = "mosaic_bert"
@@ -56,6 +57,7 @@ class MosaicBertConfig(PretrainedConfig):
         pad_vocab_multiple: int = 64,
         classifier_dropout: float | None = None,
         pad_token_id: int = 0,
+        tie_word_embeddings: bool = True,
         **kwargs,
     ):
         if attention_backend not in ATTENTION_BACKENDS:
@@ -67,6 +69,8 @@ class MosaicBertConfig(PretrainedConfig):
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
             )
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+        # The MLM decoder shares the word embeddings (transformers 5 reads this from the config).
+        self.tie_word_embeddings = tie_word_embeddings
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

@@ -1,0 +1,293 @@
+"""MosaicBERT numerics: every attention backend against an independent float64 reference."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mosaicbert.model import (
+    MosaicBertConfig,
+    MosaicBertForMaskedLM,
+    MosaicBertForSequenceClassification,
+    MosaicBertModel,
+    alibi_slopes,
+)
+from mosaicbert.model.modeling_mosaic_bert import document_block_mask, flex_attention
+
+BACKENDS = ["sdpa"] + (["flex"] if flex_attention is not None else [])
+
+
+def tiny_config(**overrides) -> MosaicBertConfig:
+    values = dict(vocab_size=96, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                  intermediate_size=80, hidden_dropout_prob=0.0, attention_backend="sdpa")
+    values.update(overrides)
+    return MosaicBertConfig(**values)
+
+
+def random_batch(batch=5, seqlen=23, vocab=96, min_len=1, generator=None):
+    """Random ids with random right padding (lengths in [min_len, seqlen]); one row always full."""
+    g = generator or torch.Generator().manual_seed(0)
+    ids = torch.randint(1, vocab, (batch, seqlen), generator=g)
+    lengths = torch.randint(min_len, seqlen + 1, (batch,), generator=g)
+    lengths[0] = seqlen
+    mask = (torch.arange(seqlen)[None, :] < lengths[:, None]).long()
+    types = torch.randint(0, 2, (batch, seqlen), generator=g) * mask
+    return ids * mask, mask, types
+
+
+def published_slopes(n):
+    """ALiBi slopes as Press et al. describe them, written out independently of the model code."""
+    if n == 8:
+        return [2 ** -(i + 1) for i in range(8)]  # 1/2, 1/4, ..., 1/256
+    if n == 16:
+        return [2 ** (-(i + 1) / 2) for i in range(16)]  # 2^-0.5, 2^-1, ..., 2^-8
+    if n == 12:  # the 8-head slopes, then every other one of the 16-head slopes
+        return [2 ** -(i + 1) for i in range(8)] + [2 ** -0.5, 2 ** -1.5, 2 ** -2.5, 2 ** -3.5]
+    raise ValueError(n)
+
+
+def reference_encoder(model: MosaicBertModel, input_ids, attention_mask, token_type_ids):
+    """Float64, one sequence at a time, no padding anywhere: a list of ``[L_b, H]`` tensors."""
+    cfg = model.config
+    p = {k: v.detach().double() for k, v in model.state_dict().items()}
+    H, nh = cfg.hidden_size, cfg.num_attention_heads
+    hd = H // nh
+    slopes = torch.tensor(published_slopes(nh) if nh in (8, 12, 16) else alibi_slopes(nh), dtype=torch.float64)
+
+    def ln(x, name):
+        return F.layer_norm(x, (H,), p[name + ".weight"], p[name + ".bias"], cfg.layer_norm_eps)
+
+    outputs = []
+    for b in range(input_ids.shape[0]):
+        keep = attention_mask[b].bool()
+        ids, types = input_ids[b][keep], token_type_ids[b][keep]
+        L = ids.numel()
+        x = p["embeddings.word_embeddings.weight"][ids] + p["embeddings.token_type_embeddings.weight"][types]
+        x = ln(x, "embeddings.LayerNorm")
+        pos = torch.arange(L, dtype=torch.float64)
+        distance = (pos[:, None] - pos[None, :]).abs()
+        for i in range(cfg.num_hidden_layers):
+            a = f"encoder.layer.{i}.attention"
+            inp = ln(x, a + ".LayerNorm") if cfg.prenorm else x
+            qkv = inp @ p[a + ".Wqkv.weight"].T + p[a + ".Wqkv.bias"]
+            q, k, v = (t.reshape(L, nh, hd).transpose(0, 1) for t in qkv.split(H, dim=-1))
+            scores = q @ k.transpose(1, 2) / math.sqrt(hd) - slopes[:, None, None] * distance
+            ctx = (scores.softmax(-1) @ v).transpose(0, 1).reshape(L, H)
+            out = ctx @ p[a + ".out.weight"].T + p[a + ".out.bias"]
+            x = x + out if cfg.prenorm else ln(x + out, a + ".LayerNorm")
+            m = f"encoder.layer.{i}.mlp"
+            inp = ln(x, m + ".LayerNorm") if cfg.prenorm else x
+            h = inp @ p[m + ".gated_layers.weight"].T
+            gate, value = h[:, : cfg.intermediate_size], h[:, cfg.intermediate_size:]
+            out = (F.gelu(gate) * value) @ p[m + ".wo.weight"].T + p[m + ".wo.bias"]
+            x = x + out if cfg.prenorm else ln(x + out, m + ".LayerNorm")
+        if cfg.prenorm:
+            x = ln(x, "encoder.final_layernorm")
+        outputs.append(x)
+    return outputs
+
+
+def relative_error(outputs, refs, mask):
+    got = torch.cat([outputs[b][mask[b].bool()].double() for b in range(len(refs))])
+    want = torch.cat(refs)
+    return ((got - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("n", [8, 12, 16])
+def test_alibi_slopes_match_published_values(n):
+    assert alibi_slopes(n) == pytest.approx(published_slopes(n), rel=1e-12)
+
+
+def test_alibi_slopes_other_head_counts_interleave():
+    # 6 heads: the 4-head slopes (2^-2, 2^-4, 2^-6, 2^-8) then 2^-1, 2^-5 from the 8-head ones.
+    assert alibi_slopes(6) == pytest.approx([2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_backend_matches_float64_reference_fp32(backend, prenorm):
+    torch.manual_seed(0)
+    model = MosaicBertModel(tiny_config(attention_backend=backend, prenorm=prenorm), add_pooling_layer=False).eval()
+    for seed in range(3):  # fresh random inputs and padding each time
+        ids, mask, types = random_batch(generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            out = model(ids, mask, types).last_hidden_state
+        err = relative_error(out, reference_encoder(model, ids, mask, types), mask)
+        assert err < 1e-5, f"{backend}: relative error {err:.2e}"
+        assert torch.all(out[~mask.bool()] == 0), "padding positions must come back as zeros"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_matches_float64_reference_bf16_autocast(backend):
+    torch.manual_seed(1)
+    model = MosaicBertModel(tiny_config(attention_backend=backend), add_pooling_layer=False).eval()
+    ids, mask, types = random_batch(generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, mask, types).last_hidden_state
+    err = relative_error(out, reference_encoder(model, ids, mask, types), mask)
+    assert err < 2e-2, f"{backend}: relative error {err:.2e} in bf16"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_padding_and_heavy_padding(backend):
+    torch.manual_seed(2)
+    model = MosaicBertModel(tiny_config(attention_backend=backend), add_pooling_layer=False).eval()
+    full = random_batch(batch=4, seqlen=16, min_len=16)
+    heavy = random_batch(batch=6, seqlen=40, min_len=1)
+    heavy[1][1:, 3:] = 0  # most rows almost all padding
+    for ids, mask, types in (full, (heavy[0] * heavy[1], heavy[1], heavy[2] * heavy[1])):
+        with torch.no_grad():
+            out = model(ids, mask, types).last_hidden_state
+        assert relative_error(out, reference_encoder(model, ids, mask, types), mask) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padded_equals_unpadded_and_no_leakage(backend):
+    torch.manual_seed(3)
+    model = MosaicBertModel(tiny_config(attention_backend=backend), add_pooling_layer=False).eval()
+    ids, mask, types = random_batch(batch=4, seqlen=20)
+    length = int(mask[2].sum())
+    with torch.no_grad():
+        batched = model(ids, mask, types).last_hidden_state[2, :length]
+        alone = model(ids[2:3, :length], mask[2:3, :length], types[2:3, :length]).last_hidden_state[0]
+        other_ids = ids.clone()
+        other_ids[[0, 1, 3]] = torch.randint(1, 96, (3, 20))
+        changed = model(other_ids * mask, mask, types).last_hidden_state[2, :length]
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched, changed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_left_padding_gives_the_same_states(backend):
+    torch.manual_seed(4)
+    model = MosaicBertModel(tiny_config(attention_backend=backend), add_pooling_layer=False).eval()
+    ids, mask, types = random_batch(batch=3, seqlen=12)
+    left_ids, left_mask = ids.clone(), mask.clone()
+    for b in range(3):
+        n = int(mask[b].sum())
+        left_ids[b] = torch.cat([ids[b, n:], ids[b, :n]])
+        left_mask[b] = torch.cat([mask[b, n:], mask[b, :n]])
+    with torch.no_grad():
+        right = model(ids, mask).last_hidden_state[mask.bool()]
+        left = model(left_ids, left_mask).last_hidden_state[left_mask.bool()]
+    torch.testing.assert_close(right, left, rtol=1e-5, atol=1e-5)
+
+
+def test_sequences_longer_than_any_seen_work():
+    torch.manual_seed(5)
+    model = MosaicBertModel(tiny_config(alibi_starting_size=16), add_pooling_layer=False).eval()
+    ids, mask, types = random_batch(batch=2, seqlen=300, min_len=250)
+    with torch.no_grad():
+        out = model(ids, mask, types).last_hidden_state
+    assert out.shape == (2, 300, 48)
+    assert relative_error(out, reference_encoder(model, ids, mask, types), mask) < 1e-5
+
+
+@pytest.mark.skipif(flex_attention is None, reason="needs FlexAttention")
+def test_document_block_mask_matches_dense_sequence_mask():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    g = torch.Generator().manual_seed(0)
+    for lengths in ([128, 128, 128], [5, 300, 1, 77, 129], [1000], [127, 1, 129, 256, 3]):
+        lengths = torch.tensor(lengths)
+        cu = F.pad(lengths.cumsum(0), (1, 0)).int()
+        total = int(lengths.sum())
+        docs = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        ours = document_block_mask(cu, total, block=128)
+        reference = create_block_mask(lambda b, h, q, k: docs[q] == docs[k], None, None, total, total, device="cpu")
+        dense = (docs[:, None] == docs[None, :])
+        # Same token-level mask, and no block a sequence cannot see is visited.
+        assert torch.equal(ours.to_dense().bool().any(), reference.to_dense().bool().any())
+        assert torch.equal(ours.to_dense(), reference.to_dense()), lengths.tolist()
+        q = torch.randn(1, 2, total, 8, generator=g)
+        out = flex_attention(q, q, q, block_mask=ours)
+        ref = torch.softmax((q @ q.transpose(-1, -2) / math.sqrt(8)).masked_fill(~dense, float("-inf")), -1) @ q
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_only_head_equals_full_head():
+    torch.manual_seed(6)
+    model = MosaicBertForMaskedLM(tiny_config()).eval()
+    ids, mask, types = random_batch(batch=4, seqlen=18)
+    labels = torch.full_like(ids, -100)
+    chosen = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3) & mask.bool()
+    labels[chosen] = ids[chosen]
+    with torch.no_grad():
+        sparse = model(ids, mask, types, labels=labels)
+        model.config.mlm_only_masked = False
+        full = model(ids, mask, types, labels=labels)
+    assert sparse.logits.shape == (int(chosen.sum()), 96)
+    assert full.logits.shape == (4, 18, 96)
+    torch.testing.assert_close(sparse.logits, full.logits[labels != -100])
+    torch.testing.assert_close(sparse.loss, full.loss)
+
+
+def test_no_masked_tokens_gives_zero_loss_not_nan():
+    model = MosaicBertForMaskedLM(tiny_config())
+    ids, mask, types = random_batch(batch=2, seqlen=8)
+    out = model(ids, mask, types, labels=torch.full_like(ids, -100))
+    assert out.loss.item() == 0.0
+    out.loss.backward()
+
+
+def test_base_parameter_count_matches_paper():
+    model = MosaicBertForMaskedLM(MosaicBertConfig())  # vocab 30528, 768 x 12, GeGLU 3072
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - 137e6) / 137e6 < 0.01, count
+    assert model.cls.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+def test_init_is_bert_init():
+    model = MosaicBertForMaskedLM(MosaicBertConfig(num_hidden_layers=2))
+    w = model.bert.encoder.layer[0].mlp.gated_layers.weight
+    assert abs(w.std().item() - 0.02) < 1e-3
+    assert torch.all(model.bert.encoder.layer[0].attention.Wqkv.bias == 0)
+    assert torch.all(model.bert.encoder.layer[1].mlp.LayerNorm.weight == 1)
+
+
+def test_save_and_load_pretrained_round_trip_across_backends(tmp_path):
+    torch.manual_seed(8)
+    model = MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa")).eval()
+    model.save_pretrained(tmp_path)
+    ids, mask, types = random_batch(batch=3, seqlen=10)
+    for backend in BACKENDS:
+        loaded = MosaicBertForMaskedLM.from_pretrained(tmp_path, attention_backend=backend).eval()
+        assert loaded.config.attention_backend == backend
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids, mask, types).logits, model(ids, mask, types).logits)
+
+
+def test_sequence_classification_and_regression():
+    torch.manual_seed(9)
+    ids, mask, types = random_batch(batch=4, seqlen=10)
+    clf = MosaicBertForSequenceClassification(tiny_config(num_labels=3))
+    out = clf(ids, mask, types, labels=torch.tensor([0, 2, 1, 0]))
+    assert out.logits.shape == (4, 3) and out.loss.item() > 0
+    reg = MosaicBertForSequenceClassification(tiny_config(num_labels=1))
+    out = reg(ids, mask, types, labels=torch.tensor([0.5, 1.0, 4.0, 2.5]))
+    expected = F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, 1.0, 4.0, 2.5]))
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_a_short_training_run_lowers_the_loss():
+    torch.manual_seed(10)
+    model = MosaicBertForMaskedLM(tiny_config(hidden_dropout_prob=0.1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    # A learnable pattern: token t is followed by t + 1.
+    start = torch.randint(5, 40, (64, 1), generator=g)
+    ids = start + torch.arange(16)[None, :]
+    mask = torch.ones_like(ids)
+    losses = []
+    for step in range(150):
+        labels = torch.full_like(ids, -100)
+        chosen = torch.rand(ids.shape, generator=g) < 0.3
+        labels[chosen] = ids[chosen]
+        inputs = ids.masked_fill(chosen, 3)
+        loss = model(inputs, mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10, losses
