@@ -1,5 +1,6 @@
 """MosaicBERT numerics: every attention backend against an independent float64 reference."""
 
+import copy
 import math
 
 import pytest
@@ -291,3 +292,68 @@ def test_a_short_training_run_lowers_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10, losses
+
+
+CUDA_BACKENDS = ["sdpa", "flex"]
+try:  # the optional kernel, only where it is installed
+    import flash_attn  # noqa: F401
+
+    CUDA_BACKENDS.append("flash_attn")
+except ImportError:
+    pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_backends_match_float64_reference(backend, compiled):
+    """On the GPU: eager and torch.compile'd, fp32 (where the kernel has it) and bf16 autocast."""
+    torch.manual_seed(11)
+    model = MosaicBertModel(tiny_config(attention_backend=backend, hidden_size=64, num_attention_heads=4),
+                            add_pooling_layer=False).eval()
+    cpu_copy = copy.deepcopy(model)
+    gpu = model.to("cuda")
+    run = torch.compile(gpu) if compiled else gpu
+    for seed in range(3):
+        ids, mask, types = random_batch(batch=6, seqlen=200, generator=torch.Generator().manual_seed(seed))
+        refs = reference_encoder(cpu_copy, ids, mask, types)
+        for dtype in ([torch.float32] if backend != "flash_attn" else []) + [torch.bfloat16]:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype != torch.float32):
+                out = run(ids.cuda(), mask.cuda(), types.cuda()).last_hidden_state.cpu()
+            err = relative_error(out, refs, mask)
+            limit = 1e-5 if dtype == torch.float32 else 2e-2
+            assert err < limit, f"{backend} compiled={compiled} {dtype}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_host_known_sizes_give_identical_outputs(backend):
+    """The sync-free path (sizes from the collator, nonzero_static) computes the same as nonzero."""
+    torch.manual_seed(12)
+    model = MosaicBertForMaskedLM(tiny_config(attention_backend=backend)).eval()
+    for lengths in ("random", "full"):
+        ids, mask, types = random_batch(batch=5, seqlen=16, min_len=16 if lengths == "full" else 1)
+        labels = torch.full_like(ids, -100)
+        chosen = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(2)) < 0.3) & mask.bool()
+        labels[chosen] = ids[chosen]
+        sizes = dict(num_tokens=int(mask.sum()), max_seqlen=int(mask.sum(1).max()), num_masked=int(chosen.sum()))
+        with torch.no_grad():
+            synced = model(ids, mask, types, labels=labels)
+            sync_free = model(ids, mask, types, labels=labels, **sizes)
+            states = model.bert(ids, mask, types, num_tokens=sizes["num_tokens"]).last_hidden_state
+            states_ref = model.bert(ids, mask, types).last_hidden_state
+        assert torch.equal(synced.logits, sync_free.logits) and torch.equal(synced.loss, sync_free.loss)
+        assert torch.equal(states, states_ref)
+
+
+def test_glu_dropout_placement_is_a_config_choice():
+    ids, mask, types = random_batch(batch=3, seqlen=12)
+    outputs = {}
+    for placement in ("intermediate", "output"):
+        torch.manual_seed(13)
+        model = MosaicBertModel(tiny_config(glu_dropout=placement), add_pooling_layer=False).eval()
+        with torch.no_grad():  # identical without dropout active
+            outputs[placement] = model(ids, mask, types).last_hidden_state
+        assert model.encoder.layer[0].mlp.dropout_on_intermediate == (placement == "intermediate")
+    torch.testing.assert_close(outputs["intermediate"], outputs["output"])
+    with pytest.raises(ValueError, match="glu_dropout"):
+        tiny_config(glu_dropout="both")

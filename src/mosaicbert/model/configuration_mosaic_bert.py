@@ -28,6 +28,8 @@ class MosaicBertConfig(PretrainedConfig):
             package is importable on CUDA, else FlexAttention on CUDA, else SDPA.
         low_precision_layernorm: run LayerNorm in the autocast dtype (bf16) rather than fp32.
         prenorm: pre-LN blocks instead of the paper's post-LN.
+        glu_dropout: where the feed-forward dropout sits: "intermediate" (on the GLU output, before the
+            down projection, as in the paper's code) or "output" (after it, as BERT does; cheaper).
         mlm_only_masked: apply the MLM head only at masked positions when labels are given.
         pad_vocab_multiple: the multiple the vocabulary is padded to by the recipe builders (64).
         classifier_dropout: dropout before the sequence-classification head (defaults to hidden dropout).
@@ -53,6 +55,7 @@ class MosaicBertConfig(PretrainedConfig):
         attention_backend: str = "auto",
         low_precision_layernorm: bool = True,
         prenorm: bool = False,
+        glu_dropout: str = "intermediate",
         mlm_only_masked: bool = True,
         pad_vocab_multiple: int = 64,
         classifier_dropout: float | None = None,
@@ -64,6 +67,8 @@ class MosaicBertConfig(PretrainedConfig):
             raise ValueError(
                 f"attention_backend={attention_backend!r} is not one of {ATTENTION_BACKENDS}."
             )
+        if glu_dropout not in ("intermediate", "output"):
+            raise ValueError(f"glu_dropout={glu_dropout!r} is not 'intermediate' (the paper's code) or 'output'.")
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
@@ -86,6 +91,7 @@ class MosaicBertConfig(PretrainedConfig):
         self.attention_backend = attention_backend
         self.low_precision_layernorm = low_precision_layernorm
         self.prenorm = prenorm
+        self.glu_dropout = glu_dropout
         self.mlm_only_masked = mlm_only_masked
         self.pad_vocab_multiple = pad_vocab_multiple
         self.classifier_dropout = classifier_dropout

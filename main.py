@@ -1,0 +1,22 @@
+"""Pretrain a BERT-style encoder: `composer main.py yamls/<recipe>.yaml [key=value ...]`.
+
+Thin by design: load and validate the recipe, let the builders make every component, hand them to
+Composer. `python main.py ...` runs one process; `composer -n N main.py ...` runs N (see README).
+"""
+
+import sys
+
+from mosaicbert.config import load_config
+from mosaicbert.training.cli import run
+from mosaicbert.training.trainer import build_pretraining_trainer
+
+
+def pretrain(yaml_path: str, overrides: list[str]) -> None:
+    cfg = load_config(yaml_path, overrides)
+    trainer = build_pretraining_trainer(cfg)
+    trainer.fit()
+    trainer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:], "main.py", pretrain))

@@ -1,0 +1,156 @@
+"""Read model weights from a Composer checkpoint (local path or object-store URI) or a Hugging Face
+folder (for example one written by ``scripts/export_hf.py``), and load them into a model.
+
+Composer checkpoints made by this recipe carry a ``RecipeMetadata`` entry (model family, its config,
+tokenizer name) so that fine-tuning and export need nothing but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "RecipeMetadata"  # the callback's class name, under which Composer stores its state
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class Weights:
+    """A state dict of a Hugging Face model (keys like ``bert.encoder...``) plus what made it."""
+
+    state_dict: dict[str, torch.Tensor]
+    model_family: Optional[str] = None  # hf_bert | mosaic_bert
+    model_config: Optional[dict] = None  # the HF config as a dict
+    tokenizer_name: Optional[str] = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def is_hf_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")) and any(
+        os.path.isfile(os.path.join(path, name)) for name in WEIGHT_FILES)
+
+
+def _local_copy(path: str, tmpdir: str) -> str:
+    """A local file for ``path``: itself, or a download of an object-store URI through Composer."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            raise RecipeError(f"Checkpoint {path!r} does not exist. Give a Composer checkpoint file "
+                              "(e.g. runs/<run>/checkpoints/latest-rank0.pt), an object-store URI, or an "
+                              "exported Hugging Face folder.")
+        return path
+    from composer.utils import get_file
+
+    destination = os.path.join(tmpdir, os.path.basename(path.rstrip("/")) or "checkpoint.pt")
+    get_file(path, destination)
+    return destination
+
+
+def read_composer_checkpoint(path: str) -> Weights:
+    """Weights and metadata from a Composer checkpoint file or URI."""
+    with tempfile.TemporaryDirectory() as tmpdir:
+        local = _local_copy(path, tmpdir)
+        try:
+            checkpoint = torch.load(local, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise RecipeError(f"Could not read checkpoint {path!r} ({type(err).__name__}: {err}). The file is "
+                              "truncated or not a PyTorch checkpoint; use a complete checkpoint written by "
+                              "Composer (or re-copy it).") from None
+    state = checkpoint.get("state") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "model" not in state:
+        raise RecipeError(f"{path!r} is not a Composer checkpoint (no state.model); give a checkpoint "
+                          "written by main.py/glue.py, or a Hugging Face folder.")
+    prefix = "model."  # ComposerMaskedLM / ComposerClassifier keep the HF model at .model
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    meta = (state.get("callbacks") or {}).get(METADATA_KEY) or {}
+    return Weights(weights, meta.get("model_family"), meta.get("model_config"), meta.get("tokenizer_name"),
+                   source=path, extra=meta)
+
+
+def read_hf_folder(path: str) -> Weights:
+    """Weights and config of a Hugging Face model folder."""
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    safetensors_file = os.path.join(path, "model.safetensors")
+    if os.path.isfile(safetensors_file):
+        from safetensors.torch import load_file
+
+        state_dict = load_file(safetensors_file)
+    else:
+        state_dict = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    family = "mosaic_bert" if config.get("model_type") == "mosaic_bert" else (
+        "hf_bert" if config.get("model_type") == "bert" else None)
+    return Weights(state_dict, family, config, tokenizer_name=path, source=path)
+
+
+def read_weights(path: str) -> Weights:
+    """A Hugging Face folder or a Composer checkpoint (local or URI)."""
+    if os.path.isdir(path):
+        if not is_hf_folder(path):
+            raise RecipeError(f"Folder {path!r} has no config.json + model.safetensors; give an exported Hugging "
+                              "Face folder or a Composer checkpoint file.")
+        return read_hf_folder(path)
+    return read_composer_checkpoint(path)
+
+
+def _rename_hf_bert_keys(state_dict: dict) -> dict:
+    """Older BERT checkpoints name LayerNorm parameters gamma/beta."""
+    return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+            for k, v in state_dict.items()}
+
+
+def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str, ...] = ()) -> Weights:
+    """Load encoder weights from ``path`` into ``model``.
+
+    Every parameter of ``model`` must be found, except those under ``new_head_prefixes`` (a freshly
+    initialised task head): a missing encoder weight is an error naming the keys. Unexpected keys (an
+    MLM head when fine-tuning) are listed in the log. A vocabulary padded to a larger multiple takes
+    the checkpoint's rows and keeps its initialisation for the rest.
+    """
+    weights = read_weights(path)
+    source = _rename_hf_bert_keys(weights.state_dict)
+    target = model.state_dict()
+    expected_family = getattr(model.config, "model_type", None)
+    if weights.model_config and weights.model_config.get("model_type") not in (None, expected_family):
+        raise RecipeError(f"{path!r} holds a {weights.model_config.get('model_type')!r} model but the recipe "
+                          f"builds {expected_family!r}; set model.name to match the checkpoint.")
+    missing = [k for k in target if k not in source and not k.startswith(new_head_prefixes)]
+    # Tied decoder weights are stored once; they are not missing if their source is there.
+    tied = {"cls.predictions.decoder.weight", "cls.decoder.weight"}
+    missing = [k for k in missing if k not in tied]
+    if missing:
+        raise RecipeError(f"{path!r} lacks {len(missing)} encoder weight(s) the model needs, e.g. "
+                          f"{', '.join(missing[:5])}. It was made for a different architecture or size; "
+                          "check model.name and model.config against the checkpoint.")
+    loaded = {}
+    for key, value in source.items():
+        if key not in target:
+            continue
+        want = target[key]
+        if value.shape != want.shape:
+            if value.dim() >= 1 and value.shape[1:] == want.shape[1:] and value.shape[0] < want.shape[0]:
+                padded = want.clone()
+                padded[: value.shape[0]] = value
+                value = padded
+            else:
+                raise RecipeError(f"{path!r}: weight {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(want.shape)}; model.config does not match the checkpoint.")
+        loaded[key] = value
+    model.load_state_dict(loaded, strict=False)
+    unexpected = sorted(k for k in source if k not in target)
+    if unexpected:
+        log.info("Not used from %s (%d keys): %s", path, len(unexpected), ", ".join(unexpected[:8]))
+    fresh = sorted(k for k in target if k.startswith(new_head_prefixes) and k not in source)
+    if fresh:
+        log.info("Newly initialised: %s", ", ".join(fresh))
+    return weights

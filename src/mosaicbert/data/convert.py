@@ -1,0 +1,436 @@
+"""Convert text (local files, or C4 from the Hugging Face hub) into MDS splits for streaming.
+
+Output layout, the same as the MosaicBERT C4 recipe::
+
+    <out_root>/train/index.json   <out_root>/train_small/index.json
+    <out_root>/val/index.json     <out_root>/val_small/index.json
+
+Samples have one column, ``text`` (``str``), or with a tokenizer ``input_ids`` (``ndarray:int32``,
+``[CLS] ... [SEP]``); shards are zstd-compressed. A ``*_small`` split is the first K samples of its
+parent split, for quick runs.
+
+Each split is written to ``<out_root>/.<split>.tmp`` and renamed into place only when complete, so an
+interrupted conversion never leaves a split that looks finished. Existing non-empty splits are only
+replaced with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "train_small", "val_small")
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+DEFAULT_TRAIN_SMALL = 100_000  # as in the MosaicBERT C4 recipe
+DEFAULT_VAL_SMALL = 10_000
+DEFAULT_COMPRESSION = "zstd"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading local text
+# --------------------------------------------------------------------------------------------------
+
+def _has_text_suffix(path: Path) -> bool:
+    return path.name.lower().endswith(TEXT_SUFFIXES)
+
+
+def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (recursively, sorted, hidden entries skipped) into text files."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and _has_text_suffix(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise RecipeError(f"Input directory {str(path)!r} holds no {', '.join(TEXT_SUFFIXES)} files. "
+                                  "Fix: pass a directory (or files) with text in one of those formats.")
+            files.extend(found)
+        elif path.is_file():
+            if not _has_text_suffix(path):
+                raise RecipeError(f"Input file {str(path)!r} is not one of {', '.join(TEXT_SUFFIXES)}. Fix: "
+                                  "convert it to plain text or JSON lines with a 'text' field first.")
+            files.append(path)
+        else:
+            raise RecipeError(f"Input {str(path)!r} does not exist. Fix: pass existing text files or "
+                              "directories to --inputs / --val.")
+    return files
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def read_documents(path: Path, text_field: str = "text", doc_per_line: bool = False) -> Iterator[str]:
+    """Documents of one file, stripped, empty ones skipped.
+
+    ``.txt``: the whole file is one document (or one per line with ``doc_per_line``).
+    ``.jsonl``/``.jsonl.gz``: one JSON object per line, the document in ``text_field``.
+    """
+    name = path.name.lower()
+    with _open_text(path) as handle:
+        if name.endswith((".jsonl", ".jsonl.gz")):
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)[text_field]
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise RecipeError(
+                        f"{path}:{line_no} is not a JSON object with a {text_field!r} field "
+                        f"({type(err).__name__}). Fix: pass --text_field with the name of the field that "
+                        "holds the text, or fix the file.") from None
+                if isinstance(text, str) and text.strip():
+                    yield text.strip()
+        elif doc_per_line:
+            for line in handle:
+                if line.strip():
+                    yield line.strip()
+        else:
+            text = handle.read().strip()
+            if text:
+                yield text
+
+
+def iter_documents(inputs: Sequence[str | os.PathLike], text_field: str = "text",
+                   doc_per_line: bool = False) -> Iterator[str]:
+    """All documents of ``inputs`` (files or directories) in a deterministic order."""
+    for path in find_input_files(inputs):
+        yield from read_documents(path, text_field=text_field, doc_per_line=doc_per_line)
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunking and splitting
+# --------------------------------------------------------------------------------------------------
+
+# Boundaries tried in order: paragraph (any whitespace run holding a newline), sentence end
+# (whitespace after . ! ? possibly followed by a closing quote or bracket), any whitespace.
+_BOUNDARIES = (
+    re.compile(r"\s*\n\s*"),
+    re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\)\]\u201d\u2019]))\s+"),
+    re.compile(r"\s+"),
+)
+
+
+def chunk_text(text: str, max_chars: int) -> list[str]:
+    """Split ``text`` into pieces of at most ``max_chars`` characters, at the coarsest boundary possible.
+
+    Paragraphs are packed greedily into chunks; a paragraph longer than ``max_chars`` is split at
+    sentence ends, a sentence at whitespace, and a single longer word is cut hard. Each chunk is an
+    exact substring of ``text`` (inner whitespace kept) without leading or trailing whitespace.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    text = text.strip()
+    if not text:
+        return []
+    return [text[a:b] for a, b in _split_span(text, 0, len(text), max_chars, 0)]
+
+
+def _split_span(text: str, start: int, end: int, max_chars: int, level: int) -> Iterator[tuple[int, int]]:
+    """Chunk spans of ``text[start:end]`` using boundary ``level`` and finer ones."""
+    if end - start <= max_chars:
+        yield start, end
+        return
+    if level == len(_BOUNDARIES):  # one unbroken word longer than max_chars
+        for a in range(start, end, max_chars):
+            yield a, min(a + max_chars, end)
+        return
+    segments, pos = [], start
+    for match in _BOUNDARIES[level].finditer(text, start, end):
+        if match.start() > pos:
+            segments.append((pos, match.start()))
+        pos = match.end()
+    if pos < end:
+        segments.append((pos, end))
+
+    current: tuple[int, int] | None = None
+    for a, b in segments:
+        if b - a > max_chars:  # too long on its own: flush, then split finer
+            if current:
+                yield current
+                current = None
+            yield from _split_span(text, a, b, max_chars, level + 1)
+        elif current is None:
+            current = (a, b)
+        elif b - current[0] <= max_chars:  # still fits: extend (the boundary between stays inside)
+            current = (current[0], b)
+        else:
+            yield current
+            current = (a, b)
+    if current:
+        yield current
+
+
+def is_val_document(text: str, val_fraction: float) -> bool:
+    """Deterministic train/val assignment from a hash of the whole (unchunked) document."""
+    digest = hashlib.sha1(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing MDS splits
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SplitTarget:
+    """One output split: it takes the records of ``source``, at most ``limit`` of them (None: all)."""
+
+    name: str
+    source: str
+    limit: int | None = None
+
+
+def _non_empty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def check_outputs(out_root: str | os.PathLike, names: Iterable[str], overwrite: bool) -> None:
+    """Refuse (RecipeError) to touch existing non-empty split folders unless ``overwrite``."""
+    existing = [str(Path(out_root) / name) for name in names if _non_empty_dir(Path(out_root) / name)]
+    if existing and not overwrite:
+        raise RecipeError(
+            f"Output already exists and is not empty: {', '.join(existing)}. Nothing was written or "
+            "deleted. Fix: pass --overwrite to replace it (overwrite=True from Python), or choose another "
+            "--out_root.")
+
+
+def write_mds_splits(records: Iterable[tuple[str, dict[str, Any]]], out_root: str | os.PathLike,
+                     targets: Sequence[SplitTarget], columns: dict[str, str], *,
+                     overwrite: bool = False, compression: str | None = DEFAULT_COMPRESSION,
+                     size_limit: int | str = 1 << 26) -> dict[str, int]:
+    """Write ``(source, sample)`` records into every target split whose source matches.
+
+    Stops reading ``records`` as soon as every target has a limit and is full (so the first 100k
+    documents of C4 do not require reading all of it). Returns samples written per split.
+    """
+    from streaming import MDSWriter  # streaming imports torch: keep `import convert` light
+
+    out_root = Path(out_root)
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate split names in {names}")
+    check_outputs(out_root, names, overwrite)
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    tmp_dirs = {t.name: out_root / f".{t.name}.tmp" for t in targets}
+    counts = {t.name: 0 for t in targets}
+    by_source: dict[str, list[SplitTarget]] = {}
+    for target in targets:
+        by_source.setdefault(target.source, []).append(target)
+    writers = {}
+    try:
+        for name, tmp in tmp_dirs.items():
+            if tmp.exists():  # our own leftover from an interrupted run
+                shutil.rmtree(tmp)
+            writers[name] = MDSWriter(out=str(tmp), columns=columns, compression=compression,
+                                      size_limit=size_limit)
+        open_targets = len(targets)
+        for source, sample in records:
+            for target in by_source.get(source, ()):
+                if target.limit is None or counts[target.name] < target.limit:
+                    writers[target.name].write(sample)
+                    counts[target.name] += 1
+                    if target.limit is not None and counts[target.name] == target.limit:
+                        open_targets -= 1
+            if open_targets == 0 and all(t.limit is not None for t in targets):
+                break
+        for writer in writers.values():
+            writer.finish()
+    except BaseException:
+        for tmp in tmp_dirs.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Complete: move into place (replacing the old split only now, when overwrite was asked for).
+    for name, tmp in tmp_dirs.items():
+        final = out_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if counts[name] == 0:
+            log.warning("Split %s is empty: a dataloader cannot read it (more input text, a larger "
+                        "val_fraction or explicit val inputs fill it)", final)
+    return counts
+
+
+def _tokenized(records: Iterable[tuple[str, str]], tokenizer: Any, max_seq_len: int | None,
+               batch_size: int = 256) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(source, text)`` -> ``(source, {"input_ids": int32 [L]})``, tokenized in batches for speed."""
+    def encode(batch: list[tuple[str, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        encoded = tokenizer([text for _, text in batch], add_special_tokens=True,
+                            truncation=max_seq_len is not None, max_length=max_seq_len, verbose=False)
+        for (source, _), ids in zip(batch, encoded["input_ids"]):
+            yield source, {"input_ids": np.asarray(ids, dtype=np.int32)}
+
+    batch: list[tuple[str, str]] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield from encode(batch)
+            batch = []
+    if batch:
+        yield from encode(batch)
+
+
+def _samples(records: Iterable[tuple[str, str]], tokenizer: Any,
+             max_seq_len: int | None) -> tuple[Iterable[tuple[str, dict[str, Any]]], dict[str, str]]:
+    """Records as MDS samples plus the matching column spec (text, or token ids with a tokenizer)."""
+    if tokenizer is None:
+        return (((source, {"text": text}) for source, text in records)), {"text": "str"}
+    return _tokenized(records, tokenizer, max_seq_len), {"input_ids": "ndarray:int32"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Local text -> MDS
+# --------------------------------------------------------------------------------------------------
+
+def convert_text(inputs: Sequence[str | os.PathLike], out_root: str | os.PathLike, *,
+                 val_inputs: Sequence[str | os.PathLike] | None = None, val_fraction: float = 0.01,
+                 text_field: str = "text", doc_per_line: bool = False, chunk_chars: int | None = None,
+                 train_small: int = DEFAULT_TRAIN_SMALL, val_small: int = DEFAULT_VAL_SMALL,
+                 overwrite: bool = False, tokenizer: Any = None, max_seq_len: int | None = None,
+                 compression: str | None = DEFAULT_COMPRESSION, progress: bool = True) -> dict[str, int]:
+    """Convert local ``.txt``/``.jsonl``/``.jsonl.gz`` text into ``train/val/train_small/val_small``.
+
+    Documents go to ``val`` when their hash falls in ``val_fraction`` (or, with ``val_inputs``, the
+    documents of those inputs form ``val``). With ``chunk_chars`` each document is cut into pieces of
+    at most that many characters (a document's pieces stay in one split). With a ``tokenizer`` the
+    samples are pre-tokenized ``input_ids`` (truncated to ``max_seq_len`` when given).
+    Returns the number of samples per split.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise RecipeError(f"val_fraction={val_fraction!r} is outside [0, 1). Fix: use e.g. 0.01 (1% of "
+                          "documents for validation), or pass explicit validation files with --val.")
+    if chunk_chars is not None and chunk_chars < 1:
+        raise RecipeError(f"chunk_chars={chunk_chars!r} must be positive. Fix: use e.g. 600 for 128-token "
+                          "training, or leave it unset to keep documents whole.")
+    if train_small < 0 or val_small < 0:
+        raise RecipeError("train_small / val_small must be >= 0. Fix: pass sample counts such as 100000 / 10000.")
+    targets = [SplitTarget("train", "train"), SplitTarget("val", "val"),
+               SplitTarget("train_small", "train", train_small), SplitTarget("val_small", "val", val_small)]
+    check_outputs(out_root, [t.name for t in targets], overwrite)
+    # Resolve inputs now so a bad path fails before anything is written.
+    train_files = find_input_files(inputs)
+    val_files = find_input_files(val_inputs) if val_inputs else []
+
+    def documents() -> Iterator[tuple[str, str]]:
+        for path in train_files:
+            for doc in read_documents(path, text_field, doc_per_line):
+                yield ("val" if not val_files and is_val_document(doc, val_fraction) else "train"), doc
+        for path in val_files:
+            for doc in read_documents(path, text_field, doc_per_line):
+                yield "val", doc
+
+    def records() -> Iterator[tuple[str, str]]:
+        for split, doc in tqdm(documents(), desc="documents", unit=" docs", disable=not progress):
+            for piece in (chunk_text(doc, chunk_chars) if chunk_chars else [doc]):
+                yield split, piece
+
+    samples, columns = _samples(records(), tokenizer, max_seq_len)
+    counts = write_mds_splits(samples, out_root, targets, columns, overwrite=overwrite,
+                              compression=compression)
+    log.info("Wrote %s to %s", counts, out_root)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# C4 (Hugging Face hub) -> MDS
+# --------------------------------------------------------------------------------------------------
+
+# Our split name -> (C4 split, number of documents; None = all). As in the MosaicBERT original.
+C4_SPLITS: dict[str, tuple[str, int | None]] = {
+    "train": ("train", None),
+    "val": ("validation", None),
+    "train_small": ("train", 100_000),
+    "val_small": ("validation", 10_000),
+}
+
+
+def load_c4_split(hf_split: str) -> Iterable[dict[str, Any]]:
+    """``allenai/c4`` (config ``en``) split as a streaming Hugging Face dataset (needs the hub)."""
+    try:
+        from datasets import load_dataset  # heavy, and only needed here
+    except ImportError as err:
+        raise RecipeError("Converting C4 needs the `datasets` package. Fix: `pip install datasets` "
+                          "(it is in requirements.txt; `make install`).") from err
+    try:
+        return load_dataset("allenai/c4", "en", split=hf_split, streaming=True)
+    except Exception as err:
+        raise RecipeError(
+            f"Could not open allenai/c4 (en, {hf_split}) on the Hugging Face hub ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}). Fix: run the conversion on a machine that "
+            "can reach huggingface.co, or use scripts/convert_text.py on local text (or `make demo` for the "
+            "offline demo corpus).") from err
+
+
+def _rows(batch: list) -> list:
+    """collate_fn that keeps rows as they are (module level so worker processes can pickle it)."""
+    return batch
+
+
+def iter_hf_texts(dataset: Iterable[dict[str, Any]], text_field: str = "text",
+                  num_workers: int = 0, batch_size: int = 512) -> Iterator[str]:
+    """Texts of a (streaming) Hugging Face dataset, read by ``num_workers`` processes if > 0.
+
+    With workers, a torch DataLoader splits the dataset by shard (file) and interleaves the workers'
+    batches round-robin, so the order is still deterministic.
+    """
+    if num_workers <= 0:
+        for row in dataset:
+            yield row[text_field]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_rows)
+    for batch in loader:
+        for row in batch:
+            yield row[text_field]
+
+
+def convert_c4(out_root: str | os.PathLike, splits: Sequence[str] = SPLIT_NAMES, *, overwrite: bool = False,
+               num_workers: int = 0, tokenizer: Any = None, max_seq_len: int | None = None,
+               compression: str | None = DEFAULT_COMPRESSION, progress: bool = True,
+               load_split: Callable[[str], Iterable[dict[str, Any]]] = load_c4_split) -> dict[str, int]:
+    """Convert C4 (``allenai/c4``, ``en``) into MDS splits under ``out_root``.
+
+    ``train_small`` is the first 100k train documents and ``val_small`` the first 10k validation
+    documents; ``train`` / ``val`` are everything (about 365M / 365k documents: hours). C4 splits are
+    streamed once each, and only as far as the requested splits need. ``load_split`` maps a C4 split
+    name to an iterable of ``{"text": ...}`` rows (tests pass a local dataset).
+    """
+    unknown = [s for s in splits if s not in C4_SPLITS]
+    if unknown or not splits:
+        raise RecipeError(f"Unknown C4 split(s) {unknown or list(splits)}. Fix: choose from "
+                          f"{', '.join(C4_SPLITS)}.")
+    check_outputs(out_root, splits, overwrite)
+    counts: dict[str, int] = {}
+    for hf_split in dict.fromkeys(C4_SPLITS[s][0] for s in splits):  # train first, then validation
+        targets = [SplitTarget(s, hf_split, C4_SPLITS[s][1]) for s in splits if C4_SPLITS[s][0] == hf_split]
+        texts = iter_hf_texts(load_split(hf_split), num_workers=num_workers)
+        total = max((t.limit for t in targets), default=None) if all(t.limit for t in targets) else None
+        records = ((hf_split, text) for text in tqdm(texts, desc=f"c4 {hf_split}", unit=" docs",
+                                                     total=total, disable=not progress))
+        samples, columns = _samples(records, tokenizer, max_seq_len)
+        counts.update(write_mds_splits(samples, out_root, targets, columns, overwrite=overwrite,
+                                       compression=compression))
+    log.info("Wrote %s to %s", counts, out_root)
+    return counts

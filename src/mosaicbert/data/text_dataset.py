@@ -1,0 +1,259 @@
+"""Streaming MDS text dataset and the pretraining dataloader built on it.
+
+Annotations here are real objects (no ``from __future__ import annotations``): the config validator
+reads ``build_text_dataloader``'s signature to type-check YAML keys.
+"""
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import DataSpec
+from streaming import StreamingDataLoader, StreamingDataset
+
+from ..errors import RecipeError
+from .mlm_collator import PAD_TO_CHOICES, MLMCollator
+
+log = logging.getLogger(__name__)
+
+# Text is cut to this many characters per wanted token before tokenizing, so a 200k-character
+# document does not get tokenized in full to keep its first 128 tokens (English averages ~4.4
+# characters per WordPiece token; if the cut yields too few tokens the full text is used).
+_CHARS_PER_TOKEN_BUDGET = 12
+
+HOW_TO_MAKE_DATA = (
+    "`make demo` builds a small offline demo corpus; `python scripts/convert_text.py --inputs FILES_OR_DIRS "
+    "--out_root DIR` converts your own .txt/.jsonl/.jsonl.gz text; `python scripts/convert_c4.py "
+    "--out_root DIR` converts C4 (needs the Hugging Face hub)")
+
+
+class StreamingTextDataset(StreamingDataset):
+    """MDS samples as token ids, ready for :class:`~mosaicbert.data.mlm_collator.MLMCollator`.
+
+    A sample holds either a ``text`` column (``str``, tokenized here with ``[CLS] ... [SEP]`` and
+    truncated to ``max_seq_len``) or a pre-tokenized ``input_ids`` column (``ndarray:int32`` or
+    ``bytes`` of int32, already with ``[CLS] ... [SEP]``; truncated to ``max_seq_len`` keeping the final
+    ``[SEP]``). If a sample has both, ``input_ids`` wins.
+
+    ``__getitem__(idx)`` returns ``{"input_ids": int64 array [L], "sample_idx": idx}`` plus ``"epoch"``
+    while iterating (the epoch streaming is serving, so masks are re-drawn every epoch yet still
+    reproducible). Random access outside iteration (``dataset[i]``) has no epoch; the collator then
+    uses epoch 0.
+
+    Args:
+        tokenizer: Hugging Face tokenizer (used for ``text`` samples and the ``[SEP]`` id).
+        max_seq_len: Maximum tokens per sample, special tokens included.
+        local, remote, split, shuffle: As in :class:`streaming.StreamingDataset`.
+        **streaming_kwargs: Any other :class:`streaming.StreamingDataset` keyword.
+    """
+
+    def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
+                 split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
+        if max_seq_len < 2:
+            raise RecipeError(f"max_seq_len={max_seq_len!r} cannot hold [CLS] and [SEP]. "
+                              "Fix: set max_seq_len to 128 (MosaicBERT pretraining) or another value >= 8.")
+        super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
+        self.tokenizer = tokenizer
+        self.max_seq_len = int(max_seq_len)
+        self._sep_id = tokenizer.sep_token_id
+        self._epoch: int | None = None
+
+    def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
+        # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
+        # about to serve (restored from the checkpoint on resumption). Remember it for __getitem__.
+        self._epoch = int(epoch)
+        return super()._get_work(epoch, sample_in_epoch)
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """``[CLS] text [SEP]`` token ids, int64 ``[L]`` with ``L <= max_seq_len``."""
+        budget = self.max_seq_len * _CHARS_PER_TOKEN_BUDGET
+        if len(text) > budget:
+            # Cut at a space: pre-tokenization (WordPiece, BPE) splits there, so the tokens of the cut
+            # text are a prefix of the tokens of the full text. If they fill max_seq_len, they are
+            # exactly what truncating the full text gives.
+            cut = text.rfind(" ", 0, budget)
+            if cut > 0:
+                ids = self._encode(text[:cut])
+                if len(ids) == self.max_seq_len:
+                    return ids
+        return self._encode(text)
+
+    def _encode(self, text: str) -> np.ndarray:
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_seq_len,
+                             add_special_tokens=True)["input_ids"]
+        return np.asarray(ids, dtype=np.int64)
+
+    def truncate(self, ids: np.ndarray) -> np.ndarray:
+        """Pre-tokenized ids cut to ``max_seq_len``, keeping a final ``[SEP]``; int64 ``[L]``."""
+        ids = np.asarray(ids).astype(np.int64, copy=False).reshape(-1)
+        if len(ids) <= self.max_seq_len:
+            return ids
+        if self._sep_id is not None and ids[-1] == self._sep_id:
+            return np.concatenate([ids[:self.max_seq_len - 1], ids[-1:]])
+        return ids[:self.max_seq_len]
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        sample = super().__getitem__(idx)
+        if "input_ids" in sample:
+            ids = sample["input_ids"]
+            if isinstance(ids, (bytes, bytearray, memoryview)):
+                ids = np.frombuffer(ids, dtype=np.int32)
+            ids = self.truncate(ids)
+        elif "text" in sample:
+            ids = self.tokenize(sample["text"])
+        else:
+            raise RecipeError(
+                f"MDS sample {idx} has columns {sorted(sample)} but neither 'text' nor 'input_ids'. "
+                "Fix: convert the data with scripts/convert_text.py or scripts/convert_c4.py, which write a "
+                "'text' column (or 'input_ids' with --tokenize).")
+        item = {"input_ids": ids, "sample_idx": int(idx)}
+        if self._epoch is not None:
+            item["epoch"] = self._epoch
+        return item
+
+
+def _num_tokens_in_batch(batch: dict) -> int:
+    """Real (non-padding) tokens in a batch: from the collator's host-side row lengths when present
+    (no device sync), else ``attention_mask [B, T]`` summed."""
+    if "row_lengths" in batch:
+        return int(sum(batch["row_lengths"]))
+    return int(batch["attention_mask"].sum().item())
+
+
+def _num_samples_in_batch(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch["input_ids"].shape[0])
+
+
+def _index_samples(index_path: str) -> int | None:
+    """Samples listed in an MDS index.json (None if it cannot be read)."""
+    try:
+        with open(index_path) as handle:
+            return sum(int(shard.get("samples", 0)) for shard in json.load(handle)["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_local_mds(local: str, split: str | None) -> None:
+    """Raise a RecipeError unless ``local`` (``/split``) holds an MDS ``index.json``."""
+    folder = os.path.join(local, split) if split else local
+    index = os.path.join(folder, "index.json")
+    if os.path.isfile(index):
+        if _index_samples(index) == 0:
+            raise RecipeError(
+                f"The MDS split {folder!r} is empty (its index.json lists no samples), so there is nothing to "
+                "load. Fix: reconvert with more input text, a larger --val_fraction or explicit --val files "
+                f"({HOW_TO_MAKE_DATA}), or point this dataloader at another split.")
+        return
+    where = f"local={local!r}" + (f", split={split!r}" if split else "")
+    if not os.path.isdir(local):
+        problem = f"the folder {local!r} does not exist"
+    else:
+        found = sorted(d for d in os.listdir(local) if os.path.isfile(os.path.join(local, d, "index.json")))
+        problem = f"there is no MDS index at {index!r}"
+        if found:
+            problem += f" (MDS splits present in {local!r}: {', '.join(found)})"
+        elif split and os.path.isfile(os.path.join(local, "index.json")):
+            problem += f" ({local!r} itself is an MDS folder: set split to null)"
+    raise RecipeError(
+        f"Training data not found ({where}, no remote set): {problem}. Fix: build the data first "
+        f"({HOW_TO_MAKE_DATA}), or point local/split at an existing MDS folder, or set remote to "
+        "stream it from object storage.")
+
+
+def build_text_dataloader(
+    *,
+    tokenizer: Any,
+    max_seq_len: int,
+    device_batch_size: int,
+    local: str,
+    remote: str | None = None,
+    split: str | None = None,
+    shuffle: bool = False,
+    shuffle_seed: int = 9176,
+    mlm_probability: float = 0.15,
+    mask_seed: int = 0,
+    pad_to: str = "max_seq_len",
+    num_workers: int = 8,
+    prefetch_factor: int | None = 2,
+    persistent_workers: bool = True,
+    pin_memory: bool = True,
+    timeout: float = 0,
+    drop_last: bool = True,
+    num_canonical_nodes: int | None = None,
+    predownload: int | None = None,
+    shuffle_algo: str = "py1e",
+    shuffle_block_size: int | None = None,
+    cache_limit: str | None = None,
+    download_timeout: float = 60,
+    keep_zip: bool = False,
+    sampling_method: str = "balanced",
+) -> DataSpec:
+    """A resumable masked-LM dataloader over MDS text, wrapped in a Composer ``DataSpec``.
+
+    Batches are dicts of int64 tensors ``[device_batch_size, T]`` (``T = max_seq_len`` unless
+    ``pad_to="longest"``): ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``.
+    Masking is deterministic per (``mask_seed``, epoch, sample); the ``StreamingDataLoader`` carries
+    its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
+    the main process (prefetch/persistent workers are then switched off automatically).
+    The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
+    """
+    if not 0.0 < float(mlm_probability) < 1.0:
+        raise RecipeError(
+            f"mlm_probability={mlm_probability!r} is outside (0, 1): it is the fraction of tokens the model "
+            "learns to predict. Fix: set mlm_probability to a value such as 0.15 (BERT) or 0.3 (MosaicBERT).")
+    if pad_to not in PAD_TO_CHOICES:
+        raise RecipeError(
+            f"pad_to={pad_to!r} is not a padding mode. Fix: use 'max_seq_len' (fixed batch shapes, best with "
+            "torch.compile) or 'longest' (pad to the longest sample in each batch).")
+    if device_batch_size < 1:
+        raise RecipeError(f"device_batch_size={device_batch_size!r} must be at least 1. Fix: set a positive "
+                          "device batch size (global batch size divided by the number of devices).")
+    if num_workers < 0:
+        raise RecipeError(f"num_workers={num_workers!r} is negative. Fix: use 0 (load in the main process) "
+                          "or a positive number of dataloader worker processes.")
+    if remote is None:
+        check_local_mds(local, split)
+
+    dataset = StreamingTextDataset(
+        tokenizer=tokenizer,
+        max_seq_len=max_seq_len,
+        local=local,
+        remote=remote,
+        split=split,
+        shuffle=shuffle,
+        shuffle_seed=shuffle_seed,
+        num_canonical_nodes=num_canonical_nodes,
+        predownload=predownload,
+        shuffle_algo=shuffle_algo,
+        shuffle_block_size=shuffle_block_size,
+        cache_limit=cache_limit,
+        download_timeout=download_timeout,
+        keep_zip=keep_zip,
+        sampling_method=sampling_method,
+        batch_size=device_batch_size,
+    )
+    collator = MLMCollator(tokenizer, mlm_probability=mlm_probability, max_seq_len=max_seq_len,
+                           pad_to=pad_to, seed=mask_seed)
+    # torch's DataLoader rejects prefetch_factor / persistent_workers without worker processes.
+    workers = num_workers > 0
+    dataloader = StreamingDataLoader(
+        dataset,
+        batch_size=device_batch_size,
+        collate_fn=collator,
+        num_workers=num_workers,
+        prefetch_factor=prefetch_factor if workers else None,
+        persistent_workers=persistent_workers if workers else False,
+        pin_memory=pin_memory and torch.cuda.is_available(),  # pinning without CUDA only warns
+        timeout=timeout if workers else 0,
+        drop_last=drop_last,
+        # Every iter() of a torch DataLoader draws a worker base seed from its generator, by default
+        # the global torch RNG. A private generator keeps data loading from shifting the global RNG
+        # (dropout), so a run resumed from a checkpoint (new iter(), restored RNG) matches one that was
+        # never interrupted. Nothing here uses worker RNG: masks come from per-sample generators.
+        generator=torch.Generator(),
+    )
+    return DataSpec(dataloader, get_num_samples_in_batch=_num_samples_in_batch,
+                    get_num_tokens_in_batch=_num_tokens_in_batch)

@@ -1,0 +1,1 @@
+"""Composer glue: trainer construction, callbacks, entry-point helpers."""

@@ -1,0 +1,129 @@
+"""Turn a validated recipe into a Composer ``Trainer`` (pretraining), and the pieces fine-tuning reuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from composer import Trainer
+from composer.utils import dist, reproducibility
+
+from .. import registry
+from ..config import PretrainConfig, TrainerConfig, to_dict
+from ..errors import RecipeError
+from ..tokenizer import load_tokenizer
+from .callbacks import RecipeMetadata, RestoreRNG
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: Optional[str]) -> None:
+    if not level:
+        return
+    logging.basicConfig(format=f"%(asctime)s: rank{dist.get_global_rank()}: %(levelname)s: %(name)s: %(message)s")
+    for name in ("composer", "mosaicbert", "streaming"):
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def resolve_device(cfg: TrainerConfig) -> str:
+    device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RecipeError("device=gpu but no CUDA GPU is visible. Run on a GPU machine or set device=cpu precision=fp32.")
+    if device == "cpu" and cfg.precision != "fp32":
+        raise RecipeError(f"precision={cfg.precision} needs a GPU (Composer runs only fp32 on CPU). "
+                          "Set precision=fp32 for CPU runs, or run on a GPU.")
+    return device
+
+
+def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]:
+    """(samples per device per step, microbatch size) after checking the batch divides evenly."""
+    world = dist.get_world_size()
+    micro = cfg.device_train_microbatch_size
+    if cfg.global_train_batch_size % world != 0:
+        raise RecipeError(f"global_train_batch_size={cfg.global_train_batch_size} does not divide by the "
+                          f"{world} processes of this run. Choose a multiple of {world}.")
+    per_device = cfg.global_train_batch_size // world
+    if isinstance(micro, int):
+        if micro <= 0 or per_device % micro != 0:
+            raise RecipeError(
+                f"global_train_batch_size={cfg.global_train_batch_size} over {world} device(s) is {per_device} per "
+                f"device, which device_train_microbatch_size={micro} does not divide. Use a microbatch that "
+                f"divides {per_device}, or a global batch that is a multiple of {world} x {micro}.")
+    elif device == "cpu":
+        micro = per_device  # Composer's 'auto' needs a GPU (it probes CUDA out-of-memory)
+    return per_device, micro
+
+
+def check_checkpointing(cfg: TrainerConfig) -> None:
+    if cfg.autoresume and not (cfg.save_folder and cfg.run_name):
+        raise RecipeError("autoresume=true needs save_folder and a fixed run_name (it looks for "
+                          "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
+
+
+def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
+    """(optimizer, scheduler, algorithms, callbacks, loggers) from the recipe's sections."""
+    optimizer = registry.build_named(registry.OPTIMIZERS, cfg.optimizer, params=model.parameters())
+    scheduler = registry.build_named(registry.SCHEDULERS, cfg.scheduler)
+    algorithms = registry.build_mapped(registry.ALGORITHMS, cfg.algorithms)
+    callbacks = registry.build_mapped(registry.CALLBACKS, cfg.callbacks)
+    loggers = registry.build_mapped(registry.LOGGERS, cfg.loggers)
+    return optimizer, scheduler, algorithms, callbacks, loggers
+
+
+def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
+    """Trainer arguments that come straight from the shared top-level keys."""
+    parallelism = {"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None
+    return dict(
+        run_name=cfg.run_name, seed=cfg.seed, device=device, precision=cfg.precision,
+        max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        device_train_microbatch_size=microbatch,
+        save_folder=cfg.save_folder, save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
+        load_path=cfg.load_path, load_weights_only=cfg.load_weights_only, autoresume=cfg.autoresume,
+        compile_config=cfg.compile_config, parallelism_config=parallelism,
+        progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval, dist_timeout=cfg.dist_timeout,
+        python_log_level=None,
+    )
+
+
+def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
+    """Everything a pretraining run needs, in the order that fails fastest on a bad recipe."""
+    configure_logging(cfg.python_log_level)
+    device = resolve_device(cfg)
+    per_device, microbatch = device_batch_sizes(cfg, device)
+    check_checkpointing(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer_name)
+
+    reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
+    model = registry.build_named(registry.MODELS, cfg.model, tokenizer=tokenizer, max_seq_len=cfg.max_seq_len)
+    train_loader = registry.build_named(registry.DATALOADERS, cfg.train_loader, tokenizer=tokenizer,
+                                        max_seq_len=cfg.max_seq_len, device_batch_size=per_device)
+    eval_loader = None
+    if cfg.eval_loader is not None:
+        eval_loader = registry.build_named(registry.DATALOADERS, cfg.eval_loader, tokenizer=tokenizer,
+                                           max_seq_len=cfg.max_seq_len, device_batch_size=cfg.device_eval_batch_size)
+    optimizer, scheduler, algorithms, callbacks, loggers = build_optimization(cfg, model)
+    callbacks.append(RecipeMetadata(model.family.name, model.model.config.to_dict(), cfg.tokenizer_name,
+                                    recipe=to_dict(cfg)))
+    trainer = Trainer(
+        model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
+        optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
+        loggers=loggers, **trainer_kwargs(cfg, device, microbatch),
+    )
+    restore_rng_mid_epoch(trainer)
+    return trainer
+
+
+def restore_rng_mid_epoch(trainer: Trainer) -> None:
+    """Make a mid-epoch resume continue the RNG stream exactly (see :class:`RestoreRNG`).
+
+    Reads Composer 0.32's private ``Trainer._rng_state`` (the loaded checkpoint's RNG), which it leaves
+    unused until the next epoch when the dataloader resumes by itself.
+    """
+    rng_state = getattr(trainer, "_rng_state", None)
+    if rng_state is not None and int(trainer.state.timestamp.batch_in_epoch) > 0:
+        trainer.state.callbacks.append(RestoreRNG(rng_state))
+        trainer._rng_state = None

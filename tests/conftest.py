@@ -1,0 +1,45 @@
+"""Shared fixtures: a small English-like corpus converted to MDS, made in a temp dir per session."""
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
+
+WORDS = (
+    "the model reads text and learns to predict the missing words from their context while the "
+    "optimizer updates every weight after each batch of samples so that the loss falls over time and "
+    "a checkpoint keeps the state of the run for later use when training resumes from disk or cloud "
+    "storage with the same order of samples across all ranks of the job"
+).split()
+
+
+def make_documents(n_docs: int, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-English documents of varied length (so batches have real padding)."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(1, 6)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(4, 18))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_mds(tmp_path_factory):
+    """An MDS corpus with train / val / train_small / val_small splits (text column)."""
+    import json
+
+    from mosaicbert.data.convert import convert_text
+
+    root = tmp_path_factory.mktemp("corpus")
+    source = root / "docs.jsonl"
+    with open(source, "w") as f:
+        for doc in make_documents(600):
+            f.write(json.dumps({"text": doc}) + "\n")
+    out = root / "mds"
+    convert_text([str(source)], str(out), val_fraction=0.1, train_small=200, val_small=50, progress=False)
+    return str(out)

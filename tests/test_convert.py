@@ -1,0 +1,259 @@
+"""Text -> MDS conversion: chunking, round trips, split layout, overwrite refusal, C4 plumbing, CLIs."""
+
+import gzip
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streaming import StreamingDataset
+from streaming.base.util import clean_stale_shared_memory
+
+from mosaicbert.data import convert
+from mosaicbert.data.convert import chunk_text, convert_c4, convert_text, is_val_document, iter_hf_texts
+from mosaicbert.errors import RecipeError
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "train_small", "val_small")
+
+
+@pytest.fixture(autouse=True)
+def _clean_shm():
+    clean_stale_shared_memory()
+    yield
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_split(folder, column="text"):
+    """All samples of one MDS split folder, in stored order."""
+    index = json.loads((Path(folder) / "index.json").read_text())
+    if not sum(shard["samples"] for shard in index["shards"]):
+        return []  # StreamingDataset refuses empty splits
+    dataset = StreamingDataset(local=str(folder), batch_size=1)
+    return [dataset[i][column] for i in range(dataset.num_samples)]
+
+
+def sentence(i):
+    return f"Document number {i} talks about topic {i * 7 % 13}, and it ends here."
+
+
+def make_inputs(root: Path):
+    """.txt files (one in a subfolder), a .jsonl and a .jsonl.gz; returns every document in read order."""
+    (root / "sub").mkdir(parents=True)
+    docs = {}
+    docs["a.txt"] = ["First plain text document.\nIt has two paragraphs, the second one longer than the first."]
+    docs["sub/b.txt"] = ["Second text file, in a subfolder."]
+    (root / "a.txt").write_text(docs["a.txt"][0] + "\n\n")
+    (root / "sub" / "b.txt").write_text("  " + docs["sub/b.txt"][0])
+    docs["c.jsonl"] = [sentence(i) for i in range(40)]
+    with open(root / "c.jsonl", "w") as f:
+        for i, text in enumerate(docs["c.jsonl"]):
+            f.write(json.dumps({"text": text, "id": i}) + "\n")
+            if i == 5:
+                f.write("\n")  # blank lines are skipped
+    docs["d.jsonl.gz"] = [sentence(100 + i) + " Ünïcode ✓." for i in range(30)]
+    with gzip.open(root / "d.jsonl.gz", "wt", encoding="utf-8") as f:
+        for text in docs["d.jsonl.gz"]:
+            f.write(json.dumps({"text": text}) + "\n")
+    (root / "ignored.csv").write_text("not,text\n")
+    order = ["a.txt", "c.jsonl", "d.jsonl.gz", "sub/b.txt"]  # sorted relative paths
+    return [doc for name in order for doc in docs[name]]
+
+
+# --------------------------------------------------------------------------------------------------
+# chunk_text
+# --------------------------------------------------------------------------------------------------
+
+def test_chunk_text_limits_and_exactness():
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta.", "epsilon!", "zeta?", "eta"]
+    for trial in range(200):
+        paragraphs = [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(rng.integers(1, 6))]
+        text = "\n".join(paragraphs)
+        limit = int(rng.integers(10, 300))
+        chunks = chunk_text(text, limit)
+        assert all(0 < len(c) <= limit for c in chunks)
+        assert all(c in text and c == c.strip() for c in chunks)
+        # Nothing lost or reordered: only whitespace at chunk boundaries goes.
+        assert " ".join(chunks).split() == text.split()
+
+
+def test_chunk_text_prefers_paragraphs_then_sentences():
+    p1, p2, p3 = "A" * 30 + ".", "Second paragraph here.", "Third one."
+    assert chunk_text(f"{p1}\n{p2}\n{p3}", 60) == [f"{p1}\n{p2}", p3]
+    long_paragraph = "One sentence is here. Another sentence follows! Is this the third? Yes."
+    assert chunk_text(long_paragraph, 50) == ["One sentence is here. Another sentence follows!",
+                                              "Is this the third? Yes."]
+    assert chunk_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]  # an unbroken word is cut
+    assert chunk_text("short", 100) == ["short"]
+    assert chunk_text("   \n ", 10) == []
+
+
+def test_val_assignment_is_a_deterministic_hash():
+    docs = [sentence(i) for i in range(2000)]
+    val = [d for d in docs if is_val_document(d, 0.1)]
+    assert 140 < len(val) < 260
+    assert val == [d for d in docs if is_val_document(d, 0.1)]
+    assert not any(is_val_document(d, 0.0) for d in docs)
+
+
+# --------------------------------------------------------------------------------------------------
+# convert_text
+# --------------------------------------------------------------------------------------------------
+
+def test_round_trip_and_split_layout(tmp_path):
+    docs = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    counts = convert_text([tmp_path / "in"], out, val_fraction=0.3, train_small=10, val_small=5, progress=False)
+    for split in SPLITS:
+        assert (out / split / "index.json").is_file()
+    assert not list(out.glob(".*.tmp"))
+    train, val = read_split(out / "train"), read_split(out / "val")
+    assert train == [d for d in docs if not is_val_document(d, 0.3)]
+    assert val == [d for d in docs if is_val_document(d, 0.3)]
+    assert sorted(train + val) == sorted(docs)
+    assert read_split(out / "train_small") == train[:10]
+    assert read_split(out / "val_small") == val[:5]
+    assert counts == {"train": len(train), "val": len(val), "train_small": 10, "val_small": 5}
+    index = json.loads((out / "train" / "index.json").read_text())
+    assert index["shards"][0]["compression"] == "zstd"
+    assert index["shards"][0]["column_names"] == ["text"]
+
+
+def test_chunked_round_trip_and_explicit_val(tmp_path):
+    long_doc = "\n".join(" ".join(f"Sentence {p}.{s} is short." for s in range(12)) for p in range(6))
+    (tmp_path / "long.txt").write_text(long_doc)
+    (tmp_path / "lines.txt").write_text("line one is a document\n\nline two is another\n")
+    (tmp_path / "val.jsonl").write_text(json.dumps({"body": "Validation text."}) + "\n")
+    out = tmp_path / "out"
+    convert_text([tmp_path / "long.txt", tmp_path / "lines.txt"], out, val_inputs=[tmp_path / "val.jsonl"],
+                 text_field="body", doc_per_line=True, chunk_chars=120, progress=False)
+    train = read_split(out / "train")
+    assert all(len(chunk) <= 120 for chunk in train)
+    # Each line of the long file is a document; its chunks reproduce it word for word.
+    assert " ".join(train[:-2]).split() == long_doc.split()
+    assert train[-2:] == ["line one is a document", "line two is another"]
+    assert read_split(out / "val") == ["Validation text."]
+
+
+def test_refuses_to_overwrite(tmp_path):
+    make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    convert_text([tmp_path / "in"], out, val_fraction=0.3, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(RecipeError) as err:
+        convert_text([tmp_path / "in"], out, val_fraction=0.3, progress=False)
+    assert str(out / "train") in str(err.value) and "--overwrite" in str(err.value)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing touched
+    # With overwrite the splits are replaced.
+    (tmp_path / "in2").mkdir()
+    (tmp_path / "in2" / "new.txt").write_text("Only this document now.")
+    convert_text([tmp_path / "in2"], out, val_fraction=0.0, overwrite=True, progress=False)
+    assert read_split(out / "train") == ["Only this document now."]
+    assert read_split(out / "val") == []
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        convert_text([tmp_path / "missing"], tmp_path / "out", progress=False)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
+    with pytest.raises(RecipeError, match="--text_field"):
+        convert_text([tmp_path / "bad.jsonl"], tmp_path / "out", progress=False)
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(RecipeError, match="not one of"):
+        convert_text([tmp_path / "data.csv"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "train").exists()
+
+
+def test_pretokenized_output(tmp_path):
+    from mosaicbert.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    docs = [sentence(i) for i in range(20)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = tmp_path / "out"
+    convert_text([tmp_path / "docs.jsonl"], out, val_fraction=0.0, tokenizer=tok, max_seq_len=8, progress=False)
+    ids = read_split(out / "train", column="input_ids")
+    assert ids[0].dtype == np.int32
+    assert [list(x) for x in ids] == [tok(d, truncation=True, max_length=8)["input_ids"] for d in docs]
+
+
+# --------------------------------------------------------------------------------------------------
+# C4 (the hub is not reachable in tests: a local Hugging Face dataset stands in)
+# --------------------------------------------------------------------------------------------------
+
+def fake_c4(split):
+    from datasets import Dataset
+
+    n = {"train": 40, "validation": 12}[split]
+    return Dataset.from_dict({"text": [f"{split} document {i}." for i in range(n)]}).to_iterable_dataset(num_shards=2)
+
+
+def test_convert_c4_layout_with_fake_source(tmp_path, monkeypatch):
+    monkeypatch.setitem(convert.C4_SPLITS, "train_small", ("train", 10))
+    monkeypatch.setitem(convert.C4_SPLITS, "val_small", ("validation", 4))
+    out = tmp_path / "c4"
+    counts = convert_c4(out, load_split=fake_c4, progress=False)
+    assert counts == {"train": 40, "train_small": 10, "val": 12, "val_small": 4}
+    assert read_split(out / "train") == [f"train document {i}." for i in range(40)]
+    assert read_split(out / "train_small") == [f"train document {i}." for i in range(10)]
+    assert read_split(out / "val_small") == [f"validation document {i}." for i in range(4)]
+    with pytest.raises(RecipeError, match="--overwrite"):
+        convert_c4(out, ["val_small"], load_split=fake_c4, progress=False)
+
+
+def test_convert_c4_small_splits_read_only_what_they_need(tmp_path, monkeypatch):
+    monkeypatch.setitem(convert.C4_SPLITS, "train_small", ("train", 5))
+    monkeypatch.setitem(convert.C4_SPLITS, "val_small", ("validation", 3))
+    read = {"train": 0, "validation": 0}
+
+    def endless(split):
+        for i in itertools.count():
+            read[split] += 1
+            yield {"text": f"{split} {i}"}
+
+    counts = convert_c4(tmp_path / "c4", ["train_small", "val_small"], load_split=endless, progress=False)
+    assert counts == {"train_small": 5, "val_small": 3}
+    assert read == {"train": 5, "validation": 3}
+    assert not (tmp_path / "c4" / "train").exists()
+
+
+def test_iter_hf_texts_with_workers_is_complete_and_deterministic():
+    dataset = fake_c4("train")
+    serial = list(iter_hf_texts(dataset))
+    assert serial == [f"train document {i}." for i in range(40)]
+    parallel = list(iter_hf_texts(dataset, num_workers=2, batch_size=4))
+    assert sorted(parallel) == sorted(serial)
+    assert parallel == list(iter_hf_texts(dataset, num_workers=2, batch_size=4))
+
+
+# --------------------------------------------------------------------------------------------------
+# CLIs
+# --------------------------------------------------------------------------------------------------
+
+def test_convert_text_cli(tmp_path, capsys):
+    cli = load_script("convert_text")
+    make_inputs(tmp_path / "in")
+    argv = ["--inputs", str(tmp_path / "in"), "--out_root", str(tmp_path / "out"), "--val_fraction", "0.2",
+            "--chunk_chars", "50", "--train_small", "3", "--quiet"]
+    assert cli.main(argv) == 0
+    assert "train_small 3 samples" in capsys.readouterr().out
+    assert cli.main(argv) == 1  # existing output
+    err = capsys.readouterr().err
+    assert err.startswith("error: Output already exists") and "--overwrite" in err
+    assert cli.main(argv + ["--overwrite"]) == 0
+
+
+def test_convert_c4_cli_parses_arguments():
+    cli = load_script("convert_c4")
+    args = cli.parse_args(["--out_root", "x", "--splits", "train_small", "val_small", "--overwrite"])
+    assert args.splits == ["train_small", "val_small"] and args.overwrite
+    assert cli.parse_args(["--out_root", "x"]).splits == list(SPLITS)

@@ -1,0 +1,198 @@
+"""StreamingTextDataset on text and pre-tokenized MDS; build_text_dataloader batches, resumption, errors."""
+
+import gc
+import inspect
+import json
+import typing
+
+import numpy as np
+import pytest
+import torch
+from composer.core import DataSpec
+from streaming import MDSWriter
+from streaming.base.util import clean_stale_shared_memory
+
+from mosaicbert.data.convert import convert_text
+from mosaicbert.data.text_dataset import StreamingTextDataset, build_text_dataloader
+from mosaicbert.errors import RecipeError
+from mosaicbert.tokenizer import load_tokenizer
+
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("bert-base-uncased")
+
+
+@pytest.fixture(autouse=True)
+def _clean_shm():
+    clean_stale_shared_memory()
+    yield
+    gc.collect()  # release datasets (and their shared memory) before the next test
+
+
+def texts(n=100):
+    return [f"Sample {i} says that the quick brown fox jumps over {i % 7} lazy dogs. " * (1 + i % 5)
+            for i in range(n)]
+
+
+@pytest.fixture
+def text_mds(tmp_path):
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts()))
+    convert_text([tmp_path / "docs.jsonl"], tmp_path / "mds", val_fraction=0.2, train_small=20, val_small=5,
+                 progress=False)
+    return tmp_path / "mds"
+
+
+def write_tokenized(folder, rows, encoding):
+    columns = {"input_ids": "ndarray:int32" if encoding == "ndarray" else "bytes"}
+    with MDSWriter(out=str(folder), columns=columns, compression="zstd") as writer:
+        for ids in rows:
+            ids = np.asarray(ids, dtype=np.int32)
+            writer.write({"input_ids": ids if encoding == "ndarray" else ids.tobytes()})
+
+
+def test_text_samples(tok, text_mds):
+    dataset = StreamingTextDataset(tok, SEQ, local=str(text_mds), split="train", batch_size=4)
+    originals = [t.strip() for t in texts()]
+    for idx in (0, 1, dataset.num_samples - 1):
+        item = dataset[idx]
+        assert item["sample_idx"] == idx and "epoch" not in item  # random access: no epoch
+        ids = item["input_ids"]
+        assert ids.dtype == np.int64 and len(ids) <= SEQ
+        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+        text = dataset.get_item(idx)["text"]
+        assert text in originals
+        assert ids.tolist() == tok(text, truncation=True, max_length=SEQ)["input_ids"]
+
+
+def test_long_text_shortcut_matches_full_tokenization(tok, text_mds):
+    dataset = StreamingTextDataset(tok, 16, local=str(text_mds), split="val")
+    long_text = " ".join(f"word{i} is here, and there." for i in range(2000))
+    expected = tok(long_text, truncation=True, max_length=16)["input_ids"]
+    assert dataset.tokenize(long_text).tolist() == expected
+    # Long text made of very long "words": the character cut gives too few tokens, the full text is used.
+    odd = " ".join(["x" * 150] * 40)
+    assert dataset.tokenize(odd).tolist() == tok(odd, truncation=True, max_length=16)["input_ids"]
+
+
+@pytest.mark.parametrize("encoding", ["ndarray", "bytes"])
+def test_pretokenized_samples(tok, tmp_path, encoding):
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    rows = [[cls, 2000, 2001, sep], [cls] + list(range(3000, 3100)) + [sep], [cls] + list(range(4000, 4050))]
+    write_tokenized(tmp_path / "tok", rows, encoding)
+    dataset = StreamingTextDataset(tok, 10, local=str(tmp_path / "tok"))
+    assert dataset[0]["input_ids"].tolist() == rows[0]
+    long = dataset[1]["input_ids"]
+    assert long.dtype == np.int64 and long.tolist() == [cls] + list(range(3000, 3008)) + [sep]  # keeps [SEP]
+    assert dataset[2]["input_ids"].tolist() == rows[2][:10]  # no final [SEP]: plain cut
+
+
+def test_epoch_is_reported_while_iterating(tok, text_mds):
+    dataset = StreamingTextDataset(tok, SEQ, local=str(text_mds), split="val_small", batch_size=1)
+    first_epoch = list(dataset)
+    second_epoch = list(dataset)
+    assert {item["epoch"] for item in first_epoch} == {0}
+    assert {item["epoch"] for item in second_epoch} == {1}
+    assert sorted(item["sample_idx"] for item in first_epoch) == list(range(5))
+
+
+def test_signature_for_config_validation():
+    signature = inspect.signature(build_text_dataloader)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in signature.parameters.values())
+    hints = typing.get_type_hints(build_text_dataloader)
+    assert hints["max_seq_len"] is int and hints["mlm_probability"] is float and hints["pad_to"] is str
+    assert hints["remote"] == (str | None) and hints["prefetch_factor"] == (int | None)
+    assert hints["return"] is DataSpec
+    required = [name for name, p in signature.parameters.items() if p.default is inspect.Parameter.empty]
+    assert required == ["tokenizer", "max_seq_len", "device_batch_size", "local"]
+
+
+def test_dataloader_batches(tok, text_mds):
+    spec = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=8, local=str(text_mds),
+                                 split="train", num_workers=0, mlm_probability=0.3)
+    assert isinstance(spec, DataSpec)
+    batches = list(spec.dataloader)
+    n_train = spec.dataloader.dataset.num_samples
+    assert len(batches) == n_train // 8  # drop_last
+    for batch in batches:
+        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "row_lengths", "row_masked"}
+        assert all(v.shape == (8, SEQ) and v.dtype == torch.long for v in batch.values() if isinstance(v, torch.Tensor))
+        assert len(batch["row_lengths"]) == len(batch["row_masked"]) == 8
+        assert spec.get_num_tokens_in_batch(batch) == int(batch["attention_mask"].sum())
+        assert spec.get_num_samples_in_batch(batch) == 8
+    labels = torch.cat([b["labels"] for b in batches])
+    mask = torch.cat([b["attention_mask"] for b in batches])
+    assert 0.15 < (labels != -100).sum() / mask.sum() < 0.35
+
+    longest = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
+                                    split="val", num_workers=0, pad_to="longest", drop_last=False)
+    for batch in longest.dataloader:  # each batch is as wide as its longest sample
+        assert batch["input_ids"].shape[1] == int(batch["attention_mask"].sum(1).max()) <= SEQ
+
+
+def test_same_batches_with_workers_and_exact_resumption(tok, text_mds):
+    common = dict(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds), split="train",
+                  shuffle=True, mlm_probability=0.3)
+
+    def rows(batches):
+        return sorted(tuple(row.tolist()) for b in batches for row in torch.cat([b["input_ids"], b["labels"]], 1))
+
+    serial = build_text_dataloader(**common, num_workers=0)
+    reference = list(serial.dataloader)
+    # Resume mid-epoch from the loader's state: the remaining batches come back identical.
+    partial = iter(serial.dataloader)
+    seen = [next(partial) for _ in range(3)]
+    state = serial.dataloader.state_dict()
+    assert state["sample_in_epoch"] == 12 and state["epoch"] == 1
+    rest_reference = list(partial)
+    del partial, serial
+    gc.collect()
+    resumed = build_text_dataloader(**common, num_workers=0)
+    resumed.dataloader.load_state_dict(state)
+    rest = list(resumed.dataloader)
+    assert len(rest) == len(rest_reference) > 0 and len(seen) == 3
+    for a, b in zip(rest, rest_reference):
+        assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+    del resumed
+    gc.collect()
+    # Two worker processes serve the same samples with the same masks (epoch 0).
+    parallel = build_text_dataloader(**common, num_workers=2, persistent_workers=False)
+    assert rows(list(parallel.dataloader)) == rows(reference)
+
+
+def test_iterating_leaves_the_global_torch_rng_alone(tok, text_mds):
+    # Composer restores the global RNG (dropout) from checkpoints; building a dataloader iterator must
+    # not draw from it, or a resumed run would drift from an uninterrupted one.
+    spec = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
+                                 split="val", num_workers=0)
+    before = torch.get_rng_state()
+    list(spec.dataloader)
+    list(spec.dataloader)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_missing_data_errors(tok, tmp_path, text_mds):
+    kwargs = dict(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4)
+    missing = tmp_path / "nowhere"
+    with pytest.raises(RecipeError) as err:
+        build_text_dataloader(**kwargs, local=str(missing), split="train")
+    message = str(err.value)
+    assert str(missing) in message
+    assert "scripts/convert_text.py" in message and "scripts/convert_c4.py" in message and "make demo" in message
+    with pytest.raises(RecipeError, match="no MDS index") as err:
+        build_text_dataloader(**kwargs, local=str(text_mds), split="validation")
+    assert "train, train_small, val, val_small" in str(err.value)  # lists what is there
+    with pytest.raises(RecipeError, match="mlm_probability"):
+        build_text_dataloader(**kwargs, local=str(text_mds), split="train", mlm_probability=1.0)
+    with pytest.raises(RecipeError, match="pad_to"):
+        build_text_dataloader(**kwargs, local=str(text_mds), split="train", pad_to="max_length")
+
+
+def test_empty_split_error(tok, tmp_path):
+    (tmp_path / "one.txt").write_text("Just one document.")
+    convert_text([tmp_path / "one.txt"], tmp_path / "mds", val_fraction=0.0, progress=False)
+    with pytest.raises(RecipeError, match="is empty"):
+        build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=1, local=str(tmp_path / "mds"),
+                              split="val")

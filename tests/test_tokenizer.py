@@ -1,0 +1,36 @@
+"""The recipes' tokenizer resolves without the Hugging Face hub."""
+
+import logging
+
+import pytest
+
+from mosaicbert.errors import RecipeError
+from mosaicbert.tokenizer import hub_reachable, load_tokenizer, offline_bert_uncased_dir
+
+
+def test_offline_fallback_is_exactly_bert_base_uncased(monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reachable.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="mosaicbert.tokenizer"):
+        tokenizer = load_tokenizer("bert-base-uncased")
+    assert len(tokenizer) == 30522
+    assert [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id,
+            tokenizer.mask_token_id] == [0, 100, 101, 102, 103]
+    assert tokenizer("Hello, World!")["input_ids"] == [101, 7592, 1010, 2088, 999, 102]
+    assert tokenizer.name_or_path == "bert-base-uncased"
+    assert sum("offline bert-base-uncased files" in r.message for r in caplog.records) == 1
+
+
+def test_local_directory_works(tmp_path):
+    folder = offline_bert_uncased_dir()
+    assert folder is not None
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    assert len(load_tokenizer(str(tmp_path))) == 30522
+
+
+def test_unknown_tokenizer_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reachable.cache_clear()
+    with pytest.raises(RecipeError, match="set tokenizer_name to a local folder"):
+        load_tokenizer("someone/not-a-tokenizer")

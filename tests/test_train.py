@@ -1,0 +1,136 @@
+"""End to end on CPU: a tiny pretraining run, its checkpoint, and an exact resume."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from composer.core import Callback
+
+from mosaicbert.config import load_config
+from mosaicbert.training.trainer import build_pretraining_trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "yamls", "demo.yaml")
+
+
+def tiny_overrides(data: str, save_folder: str, model: str = "mosaic_bert", **extra) -> list[str]:
+    values = {
+        "variables.data_local": data, "max_seq_len": 32, "global_train_batch_size": 8,
+        "device_train_microbatch_size": 4, "device_eval_batch_size": 16, "max_duration": "6ba",
+        "eval_interval": "3ba", "eval_subset_num_batches": 2, "save_folder": save_folder, "save_interval": "3ba",
+        "save_num_checkpoints_to_keep": -1, "progress_bar": False, "train_loader.num_workers": 0,
+        "eval_loader.num_workers": 0, "loggers": "{}", "callbacks": "{}", "python_log_level": "warning",
+        "model.name": model,
+    }
+    if model == "mosaic_bert":
+        values.update({"model.config.hidden_size": 32, "model.config.num_attention_heads": 2,
+                       "model.config.intermediate_size": 48, "model.config.num_hidden_layers": 1})
+    else:
+        values.update({"model.config": "{hidden_size: 32, num_attention_heads: 2, intermediate_size: 48, "
+                                       "num_hidden_layers: 1, max_position_embeddings: 64}"})
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+class CrashAt(Callback):
+    """Kills a run at the start of a batch (after the previous batch's checkpoint was written)."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def batch_start(self, state, logger):
+        if int(state.timestamp.batch) == self.batch:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.state.model.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("model", ["mosaic_bert", "hf_bert"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_mds, tmp_path, model):
+    # Uninterrupted: 6 batches.
+    full = build_pretraining_trainer(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path / "full"), model)))
+    full.fit()
+    assert int(full.state.timestamp.batch) == 6
+    expected = weights(full)
+    full.close()
+
+    # A run that dies at the start of its 4th batch (its batch-3 checkpoint is on disk) ...
+    part = build_pretraining_trainer(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path / "part"), model)))
+    part.state.callbacks.append(CrashAt(3))
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    assert int(part.state.timestamp.batch) == 3
+    halfway = weights(part)
+    part.close()
+    checkpoint = tmp_path / "part" / "ep0-ba3-rank0.pt"
+    assert checkpoint.is_file()
+
+    # ... then resumed from its checkpoint in a fresh trainer.
+    resumed = build_pretraining_trainer(load_config(
+        DEMO, tiny_overrides(tiny_mds, str(tmp_path / "resumed"), model, load_path=str(checkpoint))))
+    assert int(resumed.state.timestamp.batch) == 3  # the batch counter continues
+    resumed.fit()
+    assert int(resumed.state.timestamp.batch) == 6
+    got = weights(resumed)
+    resumed.close()
+
+    assert any(not torch.equal(halfway[k], expected[k]) for k in expected), "training must change weights"
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+
+
+def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path):
+    folder = str(tmp_path / "auto")
+    overrides = tiny_overrides(tiny_mds, folder, run_name="auto-run", autoresume="true")
+    first = build_pretraining_trainer(load_config(DEMO, overrides))
+    first.state.callbacks.append(CrashAt(3))
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    first.close()
+    second = build_pretraining_trainer(load_config(DEMO, overrides))
+    assert int(second.state.timestamp.batch) == 3
+    second.fit()
+    assert int(second.state.timestamp.batch) == 6
+    second.close()
+
+
+def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
+    args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), max_duration="4ba", eval_interval="2ba",
+                          callbacks="{training_summary: {}}",
+                          loggers=f"{{jsonl: {{path: {tmp_path / 'metrics.jsonl'}}}}}")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training summary" in result.stdout
+    assert "eval MaskedAccuracy" in result.stdout
+    assert (tmp_path / "ckpt" / "ep0-ba4-rank0.pt").is_file()
+    assert "loss/train/total" in (tmp_path / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["max_duraton=5ba"], "Did you mean 'max_duration'"),
+    (["global_train_batch_size=10", "device_train_microbatch_size=4"], "does not divide"),
+    (["variables.data_local=/nonexistent/data"], "/nonexistent/data"),
+    (["tokenizer_name=/no/such/tokenizer"], "could not be loaded"),
+    (["precision=amp_bf16"], "needs a GPU"),
+])
+def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
+    args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpt").exists(), "a failed start must not write checkpoints"
+
+
+def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_path):
+    from mosaicbert.errors import RecipeError
+
+    cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path), "hf_bert", max_seq_len=128))
+    with pytest.raises(RecipeError, match="max_position_embeddings"):
+        build_pretraining_trainer(cfg)
