@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+COMPOSER := $(VENV)/bin/composer
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo glue-demo clean-demo
+.PHONY: install test demo glue-demo plots
 
 install: $(STAMP)
 
@@ -19,3 +20,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest -q tests
+
+# A tiny MosaicBERT pretrained for a few minutes on 2 CPU cores, on a corpus made from the installed
+# packages' documentation. Checkpoints in runs/demo/checkpoints, loss curve in runs/demo/loss.png.
+demo: install
+	$(PY) scripts/build_demo_corpus.py --out_root data/demo --skip_existing
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(COMPOSER) main.py yamls/demo.yaml
+	$(PY) scripts/plot.py metrics runs/demo/metrics.jsonl --out runs/demo/loss.png

@@ -1,9 +1,11 @@
 """Measure pretraining steps of recipe models on real text and print one comparison table.
 
-Each variant is ``model:backend:mode`` (e.g. ``mosaic_bert:flex:compile``, ``hf_bert:sdpa:eager``). Models
+Each variant is ``model:backend:mode[:key=value,...]`` (e.g. ``mosaic_bert:flex:compile``,
+``hf_bert:sdpa:eager``, ``mosaic_bert:flex:compile:model.config.glu_dropout=output``). Models
 are built from the recipe YAMLs through the same registry as ``main.py`` (config, masking rate and
 optimizer included). Batches are real tokenized text: ``full`` rows are S consecutive tokens; ``uniform``
-rows have lengths uniform in [S/4, S] (heavy padding). Every variant sees the same batches.
+rows have lengths uniform in [S/4, S] (heavy padding); ``dataset`` takes batches from the recipe's own
+dataloader over ``--mds`` (the batches ``main.py`` trains on). Every variant sees the same batches.
 
 Timing: warm-up steps first (compilation, autotuning), then CUDA events around each step
 (forward + backward + optimizer step), median over the timed steps. Real tokens/s counts non-padding
@@ -39,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--tokenizer", default="bert-base-uncased")
     p.add_argument("--variants", nargs="+", default=["mosaic_bert:auto:compile", "hf_bert:sdpa:compile"])
     p.add_argument("--shapes", nargs="+", default=["128x256"], help="SEQxBATCH per device")
-    p.add_argument("--lengths", nargs="+", default=["full", "uniform"], choices=["full", "uniform"])
+    p.add_argument("--lengths", nargs="+", default=["full", "uniform"], choices=["full", "uniform", "dataset"])
+    p.add_argument("--mds", default=None, help="MDS folder (with a train split) for --lengths dataset")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation happens here)")
     p.add_argument("--distinct-batches", type=int, default=6, help="batches rotated through (no constant data)")
@@ -81,16 +84,33 @@ def make_rows(stream: np.ndarray, tokenizer, seq: int, batch: int, lengths: str,
     return rows
 
 
-def make_batches(stream, tokenizer, seq, batch, lengths, count, mlm_probability, device, seed=0):
+def dataset_batches(mds, tokenizer, seq, batch, count, mlm_probability, device):
+    """Batches exactly as main.py gets them: the recipe's streaming dataloader over an MDS folder."""
+    from mosaicbert.data.text_dataset import build_text_dataloader
+
+    spec = build_text_dataloader(tokenizer=tokenizer, max_seq_len=seq, device_batch_size=batch, local=mds,
+                                 split="train", shuffle=True, mlm_probability=mlm_probability, num_workers=4)
+    batches = []
+    for b in spec.dataloader:
+        batches.append({k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()})
+        if len(batches) == count:
+            break
+    return batches
+
+
+def make_batches(stream, tokenizer, seq, batch, lengths, count, mlm_probability, device, seed=0, mds=None):
     from mosaicbert.data.mlm_collator import MLMCollator
 
+    if lengths == "dataset":
+        return dataset_batches(mds, tokenizer, seq, batch, count, mlm_probability, device)
     rng = np.random.default_rng(seed)
     collate = MLMCollator(tokenizer, mlm_probability=mlm_probability, max_seq_len=seq, seed=seed)
     batches = []
     for b in range(count):
         rows = make_rows(stream, tokenizer, seq, batch, lengths, rng)
         examples = [{"input_ids": r, "sample_idx": b * batch + i} for i, r in enumerate(rows)]
-        batches.append({k: v.to(device, non_blocking=True) for k, v in collate(examples).items()})
+        batches.append({k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                        for k, v in collate(examples).items()})
     return batches
 
 
@@ -134,9 +154,10 @@ def build(model_name: str, backend: str, seq: int, overrides: list[str], tokeniz
 def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
     from mosaicbert import flops, registry
 
-    model_name, backend, mode = variant.split(":")
+    model_name, backend, mode, *extra = variant.split(":")
+    extra_sets = extra[0].split(",") if extra else []
     torch.manual_seed(0)
-    model, cfg = build(model_name, backend, seq, args.set, tokenizer)
+    model, cfg = build(model_name, backend, seq, args.set + extra_sets, tokenizer)
     model.to(args.device).train()
     optimizer = registry.build_named(registry.OPTIMIZERS, cfg.optimizer, params=model.parameters())
     forward = torch.compile(model) if mode == "compile" else model
@@ -242,44 +263,21 @@ def environment(peak_tflops) -> dict:
 def print_table(results):
     baseline = {}
     for r in results:
-        if r["variant"] == "hf_bert:sdpa:compile":
+        if r.get("variant") == "hf_bert:sdpa:compile" and "error" not in r:
             baseline[(r["seq"], r["batch"], r["lengths"])] = r["real_tokens_per_s"]
-    head = f"{'variant':<28} {'S':>4} {'B':>4} {'lengths':<8} {'real tok/s':>12} {'samples/s':>10} " \
+    width = max([28] + [len(r["variant"]) for r in results])
+    head = f"{'variant':<{width}} {'S':>4} {'B':>4} {'lengths':<8} {'real tok/s':>12} {'samples/s':>10} " \
            f"{'step ms':>8} {'MFU':>6} {'TFLOP/s':>8} {'mem GB':>7} {'vs HF compiled':>14}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         if "error" in r:
-            print(f"{r['variant']:<28} {r['seq']:>4} {r['batch']:>4}  FAILED: {r['error']}")
+            print(f"{r['variant']:<{width}} {r['seq']:>4} {r['batch']:>4}  FAILED: {r['error']}")
             continue
         base = baseline.get((r["seq"], r["batch"], r["lengths"]))
         ratio = f"{r['real_tokens_per_s'] / base:.2f}x" if base else "-"
-        print(f"{r['variant']:<28} {r['seq']:>4} {r['batch']:>4} {r['lengths']:<8} {r['real_tokens_per_s']:>12,.0f} "
+        print(f"{r['variant']:<{width}} {r['seq']:>4} {r['batch']:>4} {r['lengths']:<8} {r['real_tokens_per_s']:>12,.0f} "
               f"{r['samples_per_s']:>10,.0f} {r['step_ms']:>8.2f} {r['mfu']:>6.1%} {r['tflops']:>8.1f} "
               f"{r['peak_mem_gb']:>7.1f} {ratio:>14}")
-
-
-def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in results if "error" not in r]
-    groups = sorted({(r["seq"], r["batch"], r["lengths"]) for r in ok})
-    variants = sorted({r["variant"] for r in ok})
-    fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(groups)), 4.5))
-    width = 0.8 / max(1, len(variants))
-    for i, v in enumerate(variants):
-        values = [next((r["real_tokens_per_s"] / 1e3 for r in ok if r["variant"] == v and
-                        (r["seq"], r["batch"], r["lengths"]) == g), 0) for g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=v)
-    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(groups))])
-    ax.set_xticklabels([f"S={s} B={b}\n{lengths}" for s, b, lengths in groups])
-    ax.set_ylabel("real (non-padding) tokens/s, thousands")
-    ax.set_title("Pretraining step throughput (fwd+bwd+AdamW, bf16)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None):
@@ -302,7 +300,7 @@ def main(argv=None):
 
             p = load_config(os.path.join(REPO, RECIPES[model_name]), args.set).train_loader["mlm_probability"]
             batch_sets = {lengths: make_batches(stream, tokenizer, seq, batch, lengths, args.distinct_batches, p,
-                                                args.device) for lengths in args.lengths}
+                                                args.device, mds=args.mds) for lengths in args.lengths}
             try:
                 results.extend(run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak))
             except Exception as err:  # one failing variant must not lose the others' numbers
@@ -320,7 +318,9 @@ def main(argv=None):
                     json.dump({"environment": env, "args": vars(args), "results": results}, f, indent=1)
     print_table(results)
     if args.plot:
-        plot(results, args.plot)
+        from mosaicbert.plots import plot_throughput
+
+        plot_throughput(results, args.plot)
 
 
 if __name__ == "__main__":

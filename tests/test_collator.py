@@ -91,7 +91,7 @@ def test_shapes_dtypes_and_pad_to_longest(tok):
     examples = make_examples(tok, 8)
     fixed = MLMCollator(tok, 0.15, MAX_LEN)(examples)
     tensors = {"input_ids", "attention_mask", "token_type_ids", "labels"}
-    assert set(fixed) == tensors | {"row_lengths", "row_masked"}
+    assert set(fixed) == tensors | {"row_lengths", "row_masked", "sample_idx"}
     for key in tensors:
         assert fixed[key].shape == (8, MAX_LEN) and fixed[key].dtype == torch.long
     longest = MLMCollator(tok, 0.15, MAX_LEN, pad_to="longest")(examples)

@@ -117,7 +117,7 @@ def test_dataloader_batches(tok, text_mds):
     n_train = spec.dataloader.dataset.num_samples
     assert len(batches) == n_train // 8  # drop_last
     for batch in batches:
-        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "row_lengths", "row_masked"}
+        assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "row_lengths", "row_masked", "sample_idx"}
         assert all(v.shape == (8, SEQ) and v.dtype == torch.long for v in batch.values() if isinstance(v, torch.Tensor))
         assert len(batch["row_lengths"]) == len(batch["row_masked"]) == 8
         assert spec.get_num_tokens_in_batch(batch) == int(batch["attention_mask"].sum())

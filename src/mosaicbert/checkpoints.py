@@ -79,15 +79,19 @@ def read_composer_checkpoint(path: str) -> Weights:
 
 def read_hf_folder(path: str) -> Weights:
     """Weights and config of a Hugging Face model folder."""
-    with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
-    safetensors_file = os.path.join(path, "model.safetensors")
-    if os.path.isfile(safetensors_file):
-        from safetensors.torch import load_file
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+        safetensors_file = os.path.join(path, "model.safetensors")
+        if os.path.isfile(safetensors_file):
+            from safetensors.torch import load_file
 
-        state_dict = load_file(safetensors_file)
-    else:
-        state_dict = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+            state_dict = load_file(safetensors_file)
+        else:
+            state_dict = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated weights file or a broken config.json
+        raise RecipeError(f"Could not read the Hugging Face folder {path!r} ({type(err).__name__}: "
+                          f"{str(err)[:200]}). A file is truncated or damaged; export it again.") from None
     family = "mosaic_bert" if config.get("model_type") == "mosaic_bert" else (
         "hf_bert" if config.get("model_type") == "bert" else None)
     return Weights(state_dict, family, config, tokenizer_name=path, source=path)
@@ -109,15 +113,21 @@ def _rename_hf_bert_keys(state_dict: dict) -> dict:
             for k, v in state_dict.items()}
 
 
-def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str, ...] = ()) -> Weights:
+def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str, ...] = (),
+                 weights: Optional[Weights] = None) -> Weights:
     """Load encoder weights from ``path`` into ``model``.
 
     Every parameter of ``model`` must be found, except those under ``new_head_prefixes`` (a freshly
     initialised task head): a missing encoder weight is an error naming the keys. Unexpected keys (an
     MLM head when fine-tuning) are listed in the log. A vocabulary padded to a larger multiple takes
-    the checkpoint's rows and keeps its initialisation for the rest.
+    the checkpoint's rows and keeps its initialisation for the rest. A head weight (under
+    ``new_head_prefixes``) whose shape differs from the model's (an MNLI head of 3 classes loaded into
+    a 2-class model) is left out and keeps its fresh initialisation.
+
+    ``weights``: the result of ``read_weights(path)`` when the caller already has it (fine-tuning
+    loads one checkpoint into many models); ``path`` then only names it in messages.
     """
-    weights = read_weights(path)
+    weights = weights if weights is not None else read_weights(path)
     source = _rename_hf_bert_keys(weights.state_dict)
     target = model.state_dict()
     expected_family = getattr(model.config, "model_type", None)
@@ -126,7 +136,8 @@ def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str
                           f"builds {expected_family!r}; set model.name to match the checkpoint.")
     missing = [k for k in target if k not in source and not k.startswith(new_head_prefixes)]
     # Tied decoder weights are stored once; they are not missing if their source is there.
-    tied = {"cls.predictions.decoder.weight", "cls.decoder.weight"}
+    # (BERT's decoder bias is the same parameter as cls.predictions.bias; exports store it once.)
+    tied = {"cls.predictions.decoder.weight", "cls.decoder.weight", "cls.predictions.decoder.bias"}
     missing = [k for k in missing if k not in tied]
     if missing:
         raise RecipeError(f"{path!r} lacks {len(missing)} encoder weight(s) the model needs, e.g. "
@@ -137,6 +148,10 @@ def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str
         if key not in target:
             continue
         want = target[key]
+        if value.shape != want.shape and key.startswith(new_head_prefixes) and new_head_prefixes:
+            log.info("Re-initialised %s: the checkpoint's has shape %s, the model's %s", key,
+                     tuple(value.shape), tuple(want.shape))
+            continue
         if value.shape != want.shape:
             if value.dim() >= 1 and value.shape[1:] == want.shape[1:] and value.shape[0] < want.shape[0]:
                 padded = want.clone()

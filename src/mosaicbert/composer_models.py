@@ -165,7 +165,7 @@ class ComposerMaskedLM(ComposerModel):
     def flops_per_batch(self, batch: dict) -> float:
         return flops.batch_flops(self.model.config, unpadded=self.family.unpadded,
                                  masked_head=self.family.unpadded and self.model.config.mlm_only_masked,
-                                 attention_mask=batch["attention_mask"], labels=batch.get("labels"))
+                                 batch=batch)
 
 
 class ComposerClassifier(ComposerModel):

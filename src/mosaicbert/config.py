@@ -115,7 +115,7 @@ class TrainerConfig:
     max_duration: Union[str, int] = dataclasses.field(default="1ep", metadata=_help(
         "Training length: '286720000sp' (samples), '70000ba' (batches), '1ep', or an int (epochs)."))
     eval_interval: Union[str, int] = dataclasses.field(default="1ep", metadata=_help(
-        "How often to evaluate ('2000ba', '1ep'); 0 turns evaluation off during training."))
+        "How often to evaluate ('2000ba', '1ep'); set eval_loader: null for no evaluation."))
     eval_subset_num_batches: int = dataclasses.field(default=-1, metadata=_help(
         "Evaluate on at most this many batches (-1: the whole eval set)."))
     global_train_batch_size: int = dataclasses.field(default=256, metadata=_help(

@@ -30,19 +30,26 @@ def training_flops(*, layers: int, hidden: int, intermediate: int, vocab: int, g
     return encoder + attention + head
 
 
-def batch_flops(config, *, unpadded: bool, masked_head: bool, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None) -> float:
-    """FLOPs of one step of a BERT-like config on a ``[B, S]`` batch."""
-    B, S = attention_mask.shape
-    if unpadded:
-        lengths = attention_mask.sum(dim=1).double()
-        tokens, sum_sq = float(lengths.sum()), float((lengths**2).sum())
-    else:
+def batch_flops(config, *, unpadded: bool, masked_head: bool, batch: dict) -> float:
+    """FLOPs of one step of a BERT-like config on a batch (``attention_mask [B, S]``, ``labels``).
+
+    Uses the collator's host-side ``row_lengths`` / ``row_masked`` when present, so that counting
+    costs no device sync.
+    """
+    B, S = batch["attention_mask"].shape
+    if not unpadded:
         tokens, sum_sq = float(B * S), float(B * S * S)
-    if masked_head and labels is not None:
-        head_tokens = float((labels != -100).sum())
+    elif "row_lengths" in batch:
+        tokens, sum_sq = float(sum(batch["row_lengths"])), float(sum(n * n for n in batch["row_lengths"]))
     else:
+        lengths = batch["attention_mask"].sum(dim=1).double()
+        tokens, sum_sq = float(lengths.sum()), float((lengths**2).sum())
+    if not masked_head:
         head_tokens = tokens
+    elif "row_masked" in batch:
+        head_tokens = float(sum(batch["row_masked"]))
+    else:
+        head_tokens = float((batch["labels"] != -100).sum())
     gated = getattr(config, "model_type", "") == "mosaic_bert"
     return training_flops(layers=config.num_hidden_layers, hidden=config.hidden_size,
                           intermediate=config.intermediate_size, vocab=config.vocab_size, gated=gated,

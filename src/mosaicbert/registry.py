@@ -150,6 +150,12 @@ def build_jsonl_logger(path: str = "runs/{run_name}/metrics.jsonl"):
     return JSONLinesLogger(path)
 
 
+def build_sample_log(path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
+    from .training.callbacks import SampleLog
+
+    return SampleLog(path)
+
+
 def build_training_summary(print_every_eval: bool = True):
     from .training.callbacks import TrainingSummary
 
@@ -184,6 +190,7 @@ CALLBACKS.register("memory_monitor", MemoryMonitor)
 CALLBACKS.register("optimizer_monitor", OptimizerMonitor)
 CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 CALLBACKS.register("training_summary", build_training_summary)
+CALLBACKS.register("sample_log", build_sample_log)
 
 LOGGERS.register("wandb", build_wandb_logger)
 LOGGERS.register("file", build_file_logger)

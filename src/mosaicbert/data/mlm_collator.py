@@ -108,6 +108,7 @@ class MLMCollator:
             ``row_lengths`` and ``row_masked``: plain lists (one int per row) of real and selected
             tokens. They stay on the host (Composer moves only tensors and splits lists along the batch
             like the tensors), so an unpadding model knows its shapes without a device sync.
+            ``sample_idx``: the rows' global sample indices (a list), for auditing data order.
         """
         if not examples:
             raise ValueError("MLMCollator got an empty list of examples")
@@ -148,6 +149,7 @@ class MLMCollator:
             "labels": torch.from_numpy(labels),
             "row_lengths": lengths.tolist(),
             "row_masked": (labels != -100).sum(axis=1).tolist(),
+            "sample_idx": [int(example["sample_idx"]) for example in examples],
         }
 
     def _mask(self, input_ids: np.ndarray, real: np.ndarray, uniform: np.ndarray,

@@ -59,7 +59,8 @@ class RestoreRNG(Callback):
 
 class TrainingSummary(Callback):
     """Prints, at the end of ``fit``: first and last training loss, eval loss and masked accuracy,
-    real (non-padding) tokens per second of training, and the latest checkpoint."""
+    real (non-padding) tokens per second of training after the first ``window`` batches (which
+    include compilation), and the latest checkpoint."""
 
     def __init__(self, print_every_eval: bool = True, window: int = 20):
         self.print_every_eval = print_every_eval
@@ -75,13 +76,15 @@ class TrainingSummary(Callback):
         self._batch_start = time.perf_counter()
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        self.train_seconds += time.perf_counter() - self._batch_start
+        warming_up = len(self.first_losses) < self.window
         loss = state.loss.detach() if isinstance(state.loss, torch.Tensor) else torch.tensor(float(state.loss))
-        (self.first_losses if len(self.first_losses) < self.window else self.last_losses).append(loss)
-        mask = state.batch.get("attention_mask") if isinstance(state.batch, dict) else None
-        if mask is not None:
-            count = mask.sum()
-            self.tokens = count if self.tokens is None else self.tokens + count
+        (self.first_losses if warming_up else self.last_losses).append(loss)
+        batch = state.batch if isinstance(state.batch, dict) else {}
+        if warming_up or "attention_mask" not in batch:
+            return
+        self.train_seconds += time.perf_counter() - self._batch_start
+        count = sum(batch["row_lengths"]) if "row_lengths" in batch else batch["attention_mask"].sum()
+        self.tokens = count if self.tokens is None else self.tokens + count
 
     def eval_end(self, state: State, logger: Logger) -> None:
         values = {k: float(v) for k, v in state.eval_metric_values.items()}
@@ -103,15 +106,47 @@ class TrainingSummary(Callback):
         if self.eval_history:
             step, values = self.eval_history[-1]
             for name, value in values.items():
-                lines.append(f"{'eval ' + name:<25}{value:.4f} (at batch {step})")
+                lines.append(f"{'eval ' + name:<24} {value:.4f} (at batch {step})")
         if self.tokens is not None and self.train_seconds > 0:
             tokens = float(self.tokens) * dist.get_world_size()
             lines.append(f"real tokens / s          {tokens / self.train_seconds:,.0f} "
-                         f"({tokens:,.0f} tokens in {self.train_seconds:.1f} s of training steps)")
+                         f"({tokens:,.0f} tokens in {self.train_seconds:.1f} s of training steps, "
+                         f"after the first {self.window} batches)")
         checkpoint = latest_checkpoint(state)
         lines.append(f"latest checkpoint        {checkpoint or '(none saved: set save_folder)'}")
         lines.append("=" * 72)
         print("\n".join(lines), flush=True)
+
+
+class SampleLog(Callback):
+    """Writes which samples each rank trained on, one JSON line per batch per rank:
+    ``{"batch": n, "rank": r, "samples": [...]}`` (from the collator's ``sample_idx``).
+
+    For auditing data order: that ranks see disjoint samples, and that a resumed run (on the same or a
+    different number of GPUs) continues with the samples an uninterrupted run would have seen.
+    ``path`` may contain ``{run_name}`` and ``{rank}``.
+    """
+
+    def __init__(self, path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
+        self.path_template = path
+        self._file = None
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        path = self.path_template.format(run_name=state.run_name, rank=dist.get_global_rank())
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._file = open(path, "a" if int(state.timestamp.batch) > 0 else "w")
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        batch = state.batch if isinstance(state.batch, dict) else {}
+        if self._file is not None and "sample_idx" in batch:
+            row = {"batch": int(state.timestamp.batch) + 1, "rank": dist.get_global_rank(),
+                   "samples": [int(i) for i in batch["sample_idx"]]}
+            self._file.write(json.dumps(row) + "\n")
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def latest_checkpoint(state: State) -> Optional[str]:
@@ -124,9 +159,10 @@ def latest_checkpoint(state: State) -> Optional[str]:
 
 
 class JSONLinesLogger(LoggerDestination):
-    """Appends ``{"step": batch, metric: value, ...}`` lines to ``path`` (rank 0 only).
+    """Writes ``{"step": batch, metric: value, ...}`` lines to ``path`` (rank 0 only).
 
-    ``path`` may contain ``{run_name}``.
+    ``path`` may contain ``{run_name}``. A run from batch 0 starts the file afresh; a resumed run
+    appends to it, so the file holds one continuous curve.
     """
 
     def __init__(self, path: str = "runs/{run_name}/metrics.jsonl"):
@@ -134,12 +170,12 @@ class JSONLinesLogger(LoggerDestination):
         self.path: Optional[str] = None
         self._file = None
 
-    def init(self, state: State, logger: Logger) -> None:
-        if dist.get_global_rank() != 0:
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if dist.get_global_rank() != 0 or self._file is not None:
             return
         self.path = self.path_template.format(run_name=state.run_name)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.path, "a")
+        self._file = open(self.path, "a" if int(state.timestamp.batch) > 0 else "w")
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
         if self._file is None:

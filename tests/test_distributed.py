@@ -1,0 +1,69 @@
+"""Two processes on CPU (gloo) through Composer's launcher: data sharding and elastic resumption."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from test_train import DEMO, REPO, tiny_overrides
+
+COMPOSER = shutil.which("composer") or os.path.join(os.path.dirname(sys.executable), "composer")
+
+
+def launch(nproc: int, args: list[str], cwd) -> subprocess.CompletedProcess:
+    command = [COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
+               os.path.join(REPO, "main.py"), DEMO, *args]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    return result
+
+
+def read_samples(folder) -> dict[int, dict[int, list[int]]]:
+    """{batch: {rank: [sample indices]}} from SampleLog files."""
+    batches: dict[int, dict[int, list[int]]] = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name)) as f:
+            for line in f:
+                row = json.loads(line)
+                batches.setdefault(row["batch"], {})[row["rank"]] = row["samples"]
+    return batches
+
+
+def run_args(tiny_mds, tmp_path, name, **extra):
+    save_folder = extra.pop("save_folder", str(tmp_path / name / "ckpt"))
+    return tiny_overrides(tiny_mds, save_folder, callbacks="{training_summary: {}}",
+                          **{"callbacks.sample_log.path": str(tmp_path / name / "samples" / "rank{rank}.jsonl"),
+                             "eval_loader": "null", **extra})
+
+
+def test_two_ranks_see_disjoint_samples_covering_the_epoch(tiny_mds, tmp_path):
+    # train_small holds 200 samples: one epoch is 25 batches of 8 (4 per rank).
+    launch(2, run_args(tiny_mds, tmp_path, "epoch", max_duration="1ep", **{"train_loader.split": "train_small",
+                                                                            "save_folder": "null"}), tmp_path)
+    batches = read_samples(tmp_path / "epoch" / "samples")
+    assert sorted(batches) == list(range(1, 26))
+    seen = []
+    for batch in batches.values():
+        assert sorted(batch) == [0, 1] and len(batch[0]) == len(batch[1]) == 4
+        assert not set(batch[0]) & set(batch[1])
+        seen += batch[0] + batch[1]
+    assert len(seen) == len(set(seen)) == 200, "no sample repeated or dropped within the epoch"
+    assert set(seen) == set(range(200))
+
+
+def test_two_process_checkpoint_resumes_in_one_process_with_the_same_samples(tiny_mds, tmp_path):
+    launch(2, run_args(tiny_mds, tmp_path, "two"), tmp_path)
+    checkpoint = tmp_path / "two" / "ckpt" / "ep0-ba3-rank0.pt"
+    assert checkpoint.is_file()
+    one = launch(1, run_args(tiny_mds, tmp_path, "one", load_path=str(checkpoint)), tmp_path)
+    assert "batches trained          6" in one.stdout
+
+    two_gpus, one_gpu = read_samples(tmp_path / "two" / "samples"), read_samples(tmp_path / "one" / "samples")
+    assert sorted(one_gpu) == [4, 5, 6], "the resumed run continues at batch 4"
+    for step in (4, 5, 6):
+        both_ranks = two_gpus[step][0] + two_gpus[step][1]
+        assert sorted(one_gpu[step][0]) == sorted(both_ranks), f"batch {step} differs after resume"
