@@ -8,11 +8,10 @@ Needs network access to huggingface.co. Example:
 """
 
 import argparse
-import logging
+import functools
 import sys
 
-from mosaicbert.data.convert import C4_SPLITS, convert_c4
-from mosaicbert.errors import RecipeError
+from mosaicbert.data.convert import C4_SPLITS, add_output_arguments, convert_c4, run_converter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,31 +21,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="splits to write (default: all four)")
     parser.add_argument("--num_workers", type=int, default=0,
                         help="processes reading C4 shards in parallel (default 0: the main process)")
-    parser.add_argument("--tokenize", action="store_true",
-                        help="store pre-tokenized input_ids (int32) instead of text")
-    parser.add_argument("--tokenizer", default="bert-base-uncased", help="tokenizer for --tokenize")
-    parser.add_argument("--max_seq_len", type=int, default=None, help="with --tokenize: truncate to this many tokens")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output splits")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        tokenizer = None
-        if args.tokenize:
-            from mosaicbert.tokenizer import load_tokenizer
-
-            tokenizer = load_tokenizer(args.tokenizer)
-        counts = convert_c4(args.out_root, args.splits, overwrite=args.overwrite, num_workers=args.num_workers,
-                            tokenizer=tokenizer, max_seq_len=args.max_seq_len, progress=not args.quiet)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Wrote {args.out_root}: " + ", ".join(f"{name} {n:,} samples" for name, n in counts.items()))
-    return 0
+    return run_converter(args, functools.partial(convert_c4, args.out_root, args.splits, num_workers=args.num_workers))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ Then train with ``data_local: data/my_text`` (splits ``train`` / ``val``).
 """
 
 import argparse
-import logging
+import functools
 import sys
 
-from mosaicbert.data.convert import DEFAULT_TRAIN_SMALL, DEFAULT_VAL_SMALL, convert_text
-from mosaicbert.errors import RecipeError
+from mosaicbert.data.convert import (DEFAULT_TRAIN_SMALL, DEFAULT_VAL_SMALL, add_output_arguments, convert_text,
+                                     run_converter)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,34 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"samples in train_small (default {DEFAULT_TRAIN_SMALL})")
     parser.add_argument("--val_small", type=int, default=DEFAULT_VAL_SMALL,
                         help=f"samples in val_small (default {DEFAULT_VAL_SMALL})")
-    parser.add_argument("--tokenize", action="store_true",
-                        help="store pre-tokenized input_ids (int32) instead of text")
-    parser.add_argument("--tokenizer", default="bert-base-uncased", help="tokenizer for --tokenize")
-    parser.add_argument("--max_seq_len", type=int, default=None, help="with --tokenize: truncate to this many tokens")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output splits")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        tokenizer = None
-        if args.tokenize:
-            from mosaicbert.tokenizer import load_tokenizer
-
-            tokenizer = load_tokenizer(args.tokenizer)
-        counts = convert_text(args.inputs, args.out_root, val_inputs=args.val, val_fraction=args.val_fraction,
-                              text_field=args.text_field, doc_per_line=args.doc_per_line,
-                              chunk_chars=args.chunk_chars, train_small=args.train_small,
-                              val_small=args.val_small, overwrite=args.overwrite, tokenizer=tokenizer,
-                              max_seq_len=args.max_seq_len, progress=not args.quiet)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Wrote {args.out_root}: " + ", ".join(f"{name} {n:,} samples" for name, n in counts.items()))
-    return 0
+    return run_converter(args, functools.partial(
+        convert_text, args.inputs, args.out_root, val_inputs=args.val, val_fraction=args.val_fraction,
+        text_field=args.text_field, doc_per_line=args.doc_per_line, chunk_chars=args.chunk_chars,
+        train_small=args.train_small, val_small=args.val_small))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def tiny_overrides(data: str, save_folder: str, model: str = "mosaic_bert", **ex
         "device_train_microbatch_size": 4, "device_eval_batch_size": 16, "max_duration": "6ba",
         "eval_interval": "3ba", "eval_subset_num_batches": 2, "save_folder": save_folder, "save_interval": "3ba",
         "save_num_checkpoints_to_keep": -1, "progress_bar": False, "train_loader.num_workers": 0,
-        "eval_loader.num_workers": 0, "loggers": "{}", "callbacks": "{}", "python_log_level": "warning",
+        "eval_loader.num_workers": 0, "python_log_level": "warning",
+        # Overriding a section with {} merges (keeps its keys): point the recipe's logger at the temp dir.
+        "loggers.jsonl.path": os.path.join(save_folder, "metrics.jsonl"),
         "model.name": model,
     }
     if model == "mosaic_bert":

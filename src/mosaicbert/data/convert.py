@@ -434,3 +434,38 @@ def convert_c4(out_root: str | os.PathLike, splits: Sequence[str] = SPLIT_NAMES,
                                        compression=compression))
     log.info("Wrote %s to %s", counts, out_root)
     return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line plumbing shared by scripts/convert_text.py and scripts/convert_c4.py
+# --------------------------------------------------------------------------------------------------
+
+def add_output_arguments(parser) -> None:
+    """The options every converter takes: tokenization, overwrite, progress."""
+    parser.add_argument("--tokenize", action="store_true",
+                        help="store pre-tokenized input_ids (int32) instead of text")
+    parser.add_argument("--tokenizer", default="bert-base-uncased", help="tokenizer for --tokenize")
+    parser.add_argument("--max_seq_len", type=int, default=None, help="with --tokenize: truncate to this many tokens")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output splits")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_converter(args, convert: Callable[..., dict[str, int]]) -> int:
+    """Call ``convert(tokenizer=..., max_seq_len=..., overwrite=..., progress=...)``, print the split
+    sizes, and turn a RecipeError into one ``error:`` line and exit status 1."""
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        tokenizer = None
+        if args.tokenize:
+            from ..tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(args.tokenizer)
+        counts = convert(tokenizer=tokenizer, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
+                         progress=not args.quiet)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Wrote {args.out_root}: " + ", ".join(f"{name} {n:,} samples" for name, n in counts.items()))
+    return 0
