@@ -97,8 +97,25 @@ def read_hf_folder(path: str) -> Weights:
     return Weights(state_dict, family, config, tokenizer_name=path, source=path)
 
 
+def _looks_like_hub_name(path: str) -> bool:
+    """``bert-base-uncased`` or ``org/model``: not a local path, not a URI, not a checkpoint file name."""
+    return ("://" not in path and not os.path.exists(path) and not path.endswith((".pt", ".pth", ".bin"))
+            and not path.startswith((".", "/", "~")) and path.count("/") <= 1)
+
+
 def read_weights(path: str) -> Weights:
-    """A Hugging Face folder or a Composer checkpoint (local or URI)."""
+    """A Hugging Face folder, a Composer checkpoint (local or URI), or a hub model name when the hub is
+    reachable (for example ``bert-base-uncased`` as starting weights for ``hf_bert``)."""
+    if _looks_like_hub_name(path):
+        from .tokenizer import hub_reachable
+
+        if not hub_reachable():
+            raise RecipeError(f"{path!r} is not a local checkpoint or folder, and the Hugging Face hub is not "
+                              "reachable to download it. Give a Composer checkpoint, an exported folder, or a "
+                              "local copy of the model folder.")
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
     if os.path.isdir(path):
         if not is_hf_folder(path):
             raise RecipeError(f"Folder {path!r} has no config.json + model.safetensors; give an exported Hugging "

@@ -1,0 +1,19 @@
+"""Starting weights: names that are neither files nor folders."""
+
+import pytest
+
+from mosaicbert.checkpoints import read_weights
+from mosaicbert.errors import RecipeError
+from mosaicbert.tokenizer import hub_reachable
+
+
+def test_hub_name_without_the_hub_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reachable.cache_clear()
+    with pytest.raises(RecipeError, match="hub is not reachable"):
+        read_weights("bert-base-uncased")
+
+
+def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        read_weights(str(tmp_path / "ep0-ba10-rank0.pt"))
