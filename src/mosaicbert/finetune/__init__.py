@@ -2,6 +2,8 @@
 
 ``tasks`` describes each task, ``tsv`` reads its rows (local GLUE-layout TSV or the Hugging Face hub),
 ``data`` tokenizes and batches them, ``metrics`` scores predictions and computes the GLUE average.
+``config`` (the recipe schema), ``runner`` (the jobs behind ``glue.py``), ``results`` (tables) and
+``demo_task`` (the CPU demo's task) are imported by their users, not here (the runner imports Composer).
 """
 
 from .data import ClassificationCollator, ClassificationDataset

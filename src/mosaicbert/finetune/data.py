@@ -65,6 +65,11 @@ class ClassificationDataset(Dataset):
         }
 
     @property
+    def labels(self) -> np.ndarray:
+        """Every item's label: int64 class ids, or float32 targets for regression."""
+        return self._labels
+
+    @property
     def lengths(self) -> np.ndarray:
         """Token count of every item (e.g. for length statistics or bucketing)."""
         return np.diff(self._offsets)
