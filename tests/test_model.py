@@ -198,8 +198,7 @@ def test_document_block_mask_matches_dense_sequence_mask():
         ours = document_block_mask(cu, total, block=128)
         reference = create_block_mask(lambda b, h, q, k: docs[q] == docs[k], None, None, total, total, device="cpu")
         dense = (docs[:, None] == docs[None, :])
-        # Same token-level mask, and no block a sequence cannot see is visited.
-        assert torch.equal(ours.to_dense().bool().any(), reference.to_dense().bool().any())
+        # Same blocks visited as the reference mask: none a sequence cannot see, none it needs skipped.
         assert torch.equal(ours.to_dense(), reference.to_dense()), lengths.tolist()
         q = torch.randn(1, 2, total, 8, generator=g)
         out = flex_attention(q, q, q, block_mask=ours)

@@ -130,6 +130,14 @@ def _rename_hf_bert_keys(state_dict: dict) -> dict:
             for k, v in state_dict.items()}
 
 
+def tied_keys(model: torch.nn.Module) -> dict[str, set[str]]:
+    """Each state-dict key -> every key naming the same tensor (itself included)."""
+    by_tensor: dict[int, set[str]] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        by_tensor.setdefault(id(value), set()).add(key)
+    return {key: keys for keys in by_tensor.values() for key in keys}
+
+
 def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str, ...] = (),
                  weights: Optional[Weights] = None) -> Weights:
     """Load encoder weights from ``path`` into ``model``.
@@ -151,11 +159,10 @@ def load_weights(model: torch.nn.Module, path: str, new_head_prefixes: tuple[str
     if weights.model_config and weights.model_config.get("model_type") not in (None, expected_family):
         raise RecipeError(f"{path!r} holds a {weights.model_config.get('model_type')!r} model but the recipe "
                           f"builds {expected_family!r}; set model.name to match the checkpoint.")
-    missing = [k for k in target if k not in source and not k.startswith(new_head_prefixes)]
-    # Tied decoder weights are stored once; they are not missing if their source is there.
-    # (BERT's decoder bias is the same parameter as cls.predictions.bias; exports store it once.)
-    tied = {"cls.predictions.decoder.weight", "cls.decoder.weight", "cls.predictions.decoder.bias"}
-    missing = [k for k in missing if k not in tied]
+    # Tied weights (the MLM decoder and the word embeddings; BERT's two decoder-bias names) are one
+    # tensor under several keys, and checkpoints store one of them: any of its keys will do.
+    aliases = tied_keys(model)
+    missing = [k for k in target if not k.startswith(new_head_prefixes) and not aliases[k] & source.keys()]
     if missing:
         raise RecipeError(f"{path!r} lacks {len(missing)} encoder weight(s) the model needs, e.g. "
                           f"{', '.join(missing[:5])}. It was made for a different architecture or size; "

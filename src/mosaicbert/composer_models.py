@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from . import flops
+from .config import did_you_mean
 from .errors import RecipeError
 from .model import MosaicBertConfig, MosaicBertForMaskedLM, MosaicBertForSequenceClassification
 
@@ -78,28 +79,35 @@ def make_config(family_name: str, tokenizer, max_seq_len: int, overrides: Option
         raise RecipeError(f"model.config.vocab_size={values['vocab_size']} is smaller than the tokenizer's "
                           f"{len(tokenizer)} tokens; remove it to get {padded_vocab_size(len(tokenizer))}.")
     config = family.config_class(**values)
-    limit = getattr(config, "max_position_embeddings", None) if family_name == "hf_bert" else None
+    check_max_seq_len(config, max_seq_len)
+    return config
+
+
+def check_max_seq_len(config: PretrainedConfig, max_seq_len: int) -> None:
+    """hf_bert has a position table; MosaicBERT (ALiBi) takes any length."""
+    limit = getattr(config, "max_position_embeddings", None) if family_of(config).name == "hf_bert" else None
     if limit is not None and max_seq_len > limit:
         raise RecipeError(
             f"max_seq_len={max_seq_len} is longer than hf_bert supports (max_position_embeddings={limit}). "
             f"Lower max_seq_len, raise model.config.max_position_embeddings, or use mosaic_bert (ALiBi: no limit)."
         )
-    return config
+
+
+def check_config_keys(family_name: str, config: dict, where: str = "model.config",
+                      excluded: frozenset = frozenset(), note: str = "") -> None:
+    """Every key of a model-config override must be a field of the family's config class."""
+    allowed = FAMILIES[family_name].allowed_config_keys() - excluded
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise RecipeError(f"Unknown key {where}.{unknown[0]!r} for {family_name}.{did_you_mean(unknown[0], allowed)} "
+                          f"Allowed: {', '.join(sorted(allowed))}{note}.")
 
 
 def check_model_section(family_name: str):
     """Validate ``model.config`` keys against the family's config class."""
     def check(kwargs: dict) -> None:
         config = kwargs.get("config") or {}
-        allowed = FAMILIES[family_name].allowed_config_keys()
-        unknown = sorted(set(config) - allowed)
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"Unknown key model.config.{unknown[0]!r} for {family_name}.{hint} "
-                              f"Allowed: {', '.join(sorted(allowed))}.")
+        check_config_keys(family_name, config)
         backend = config.get("attention_backend")
         if backend is not None and family_name == "mosaic_bert":
             from .model import ATTENTION_BACKENDS

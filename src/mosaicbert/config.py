@@ -71,15 +71,18 @@ def matches_type(value: Any, annotation: Any) -> bool:
     return True
 
 
+def did_you_mean(name, choices) -> str:
+    """`` Did you mean 'x'?`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def check_keys(given: dict, allowed: dict[str, Any], required: set[str], where: str) -> None:
     """Unknown keys, missing keys and wrong types, each a RecipeError naming the key."""
     for key in given:
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(
-                f"Unknown key {where}{key!r}.{hint} Allowed keys here: {', '.join(sorted(allowed))}."
-            )
+            raise RecipeError(f"Unknown key {where}{key!r}.{did_you_mean(key, allowed)} "
+                              f"Allowed keys here: {', '.join(sorted(allowed))}.")
     missing = sorted(required - set(given))
     if missing:
         raise RecipeError(f"Missing required key {where}{missing[0]!r}: add it to the YAML or pass "

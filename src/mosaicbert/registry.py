@@ -108,8 +108,6 @@ def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9,
     ``wd = weight_decay / lr0`` the two are the same update, and torch's fused kernel is much faster
     than Composer's per-parameter loop.
     """
-    if fused and not torch.cuda.is_available():
-        fused = None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
 
 
@@ -122,8 +120,6 @@ def build_composer_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float
 def build_adamw(params, lr: float = 1.0e-4, betas: list[float] = (0.9, 0.999), eps: float = 1.0e-8,
                 weight_decay: float = 0.01, fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """torch.optim.AdamW (weight decay multiplied by the current learning rate)."""
-    if fused and not torch.cuda.is_available():
-        fused = None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
 
 

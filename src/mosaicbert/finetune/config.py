@@ -21,10 +21,9 @@ Per-task keys (:class:`TaskHParams`) override the top-level trainer keys for tha
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal, Optional, Union
 
-from ..config import TrainerConfig, _help, check_keys, schema_fields
+from ..config import TrainerConfig, _help, check_keys, did_you_mean, schema_fields
 from ..errors import RecipeError
 from .tasks import _OPTIONAL_KEYS as TASK_SPEC_OPTIONAL_KEYS
 from .tasks import _REQUIRED_KEYS as TASK_SPEC_REQUIRED_KEYS
@@ -172,9 +171,7 @@ def _hparams(raw: Any, where: str) -> TaskHParams:
 
 
 def _unknown_task(name: str, known: list[str], where: str) -> RecipeError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return RecipeError(f"Unknown task {name!r} in {where}.{hint} GLUE tasks: {', '.join(GLUE_TASKS)}; custom tasks "
+    return RecipeError(f"Unknown task {name!r} in {where}.{did_you_mean(name, known)} GLUE tasks: {', '.join(GLUE_TASKS)}; custom tasks "
                        f"of this recipe: {', '.join(known[len(GLUE_TASKS):]) or 'none'} (describe other data "
                        "under custom_tasks).")
 
@@ -196,9 +193,7 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
         unknown = [k for k in entry if k not in TASK_SPEC_KEYS and k not in hparam_keys]
         if unknown:
             allowed = list(TASK_SPEC_KEYS) + sorted(hparam_keys)
-            close = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"Unknown key {where}.{unknown[0]!r}.{hint} Allowed: task keys "
+            raise RecipeError(f"Unknown key {where}.{unknown[0]!r}.{did_you_mean(unknown[0], allowed)} Allowed: task keys "
                               f"{', '.join(TASK_SPEC_KEYS)}; per-task keys {', '.join(sorted(hparam_keys))}.")
         spec = TaskSpec.from_dict({k: v for k, v in entry.items() if k in TASK_SPEC_KEYS})
         if spec.name in plans:

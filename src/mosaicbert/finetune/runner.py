@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import gc
 import json
 import logging
@@ -51,7 +50,10 @@ from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from ..checkpoints import Weights, load_weights, read_weights
-from ..composer_models import FAMILIES, ComposerClassifier, make_config, padded_vocab_size
+from ..composer_models import (FAMILIES, ComposerClassifier, check_config_keys, check_max_seq_len, make_config,
+                               padded_vocab_size)
+
+TASK_LABEL_KEYS = frozenset({"num_labels", "problem_type", "id2label", "label2id"})
 from ..config import load_yaml, to_dict, validate
 from ..errors import RecipeError
 from ..tokenizer import hub_reachable, load_tokenizer
@@ -133,22 +135,13 @@ def read_encoder(cfg: FinetuneConfig) -> tuple[Encoder, PreTrainedTokenizerBase]
     return Encoder(path, family, config, tokenizer_name, weights), tokenizer
 
 
-def _check_model_config_keys(family: str, overrides: dict, where: str) -> None:
-    allowed = FAMILIES[family].allowed_config_keys() - {"num_labels", "problem_type", "id2label", "label2id"}
-    for key in overrides:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"Unknown key {where}.{key!r} for {family}.{hint} Allowed: {', '.join(sorted(allowed))} "
-                              "(num_labels comes from the task).")
-
-
 def classifier_config(encoder: Encoder, spec: TaskSpec, overrides: dict, max_seq_len: int,
                       where: str = "model_config") -> PretrainedConfig:
     """The sequence-classification config of a task: the encoder's config, the recipe's overrides, the
     task's labels (``id2label`` from its label names, regression for one label)."""
     family = FAMILIES[encoder.family]
-    _check_model_config_keys(encoder.family, overrides, where)
+    check_config_keys(encoder.family, overrides, where, excluded=TASK_LABEL_KEYS,
+                      note=" (num_labels comes from the task)")
     values = {k: v for k, v in encoder.config.items() if k not in _NOT_ENCODER_CONFIG}
     if "vocab_size" in values:  # an export trims the vocabulary to the tokenizer: pad it as training does
         values["vocab_size"] = padded_vocab_size(values["vocab_size"])
@@ -161,10 +154,7 @@ def classifier_config(encoder: Encoder, spec: TaskSpec, overrides: dict, max_seq
         config = family.config_class(**values)
     except (TypeError, ValueError) as err:
         raise RecipeError(f"{where} {overrides} does not make a valid {encoder.family} config: {err}") from None
-    limit = getattr(config, "max_position_embeddings", None) if encoder.family == "hf_bert" else None
-    if limit is not None and max_seq_len > limit:
-        raise RecipeError(f"Task {spec.name!r}: max_seq_len={max_seq_len} is longer than this hf_bert checkpoint "
-                          f"supports (max_position_embeddings={limit}); lower max_seq_len.")
+    check_max_seq_len(config, max_seq_len)
     return config
 
 
@@ -561,7 +551,8 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
         jcfg = task_config(cfg, plan)
         device_batch_sizes(jcfg, resolve_device(jcfg))
     encoder, tokenizer = read_encoder(cfg)
-    _check_model_config_keys(encoder.family, cfg.model_config, "model_config")
+    check_config_keys(encoder.family, cfg.model_config, "model_config", excluded=TASK_LABEL_KEYS,
+                      note=" (num_labels comes from the task)")
     for plan in running:
         jcfg = task_config(cfg, plan)
         classifier_config(encoder, plan.spec, jcfg.model_config, jcfg.max_seq_len,

@@ -38,6 +38,14 @@ class RecipeMetadata(Callback):
         pass  # the running recipe's own metadata stays authoritative
 
 
+def open_run_file(template: str, state: State, **fields):
+    """Open ``template`` (formatted with ``{run_name}`` and ``fields``) for one line per event: afresh
+    for a run from batch 0, appending for a resumed run, so the file tells one continuous story."""
+    path = template.format(run_name=state.run_name, **fields)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return open(path, "a" if int(state.timestamp.batch) > 0 else "w")
+
+
 class RestoreRNG(Callback):
     """Loads a checkpoint's RNG state right before the first resumed batch.
 
@@ -132,9 +140,7 @@ class SampleLog(Callback):
         self._file = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        path = self.path_template.format(run_name=state.run_name, rank=dist.get_global_rank())
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._file = open(path, "a" if int(state.timestamp.batch) > 0 else "w")
+        self._file = open_run_file(self.path_template, state, rank=dist.get_global_rank())
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         batch = state.batch if isinstance(state.batch, dict) else {}
@@ -173,9 +179,8 @@ class JSONLinesLogger(LoggerDestination):
     def fit_start(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0 or self._file is not None:
             return
-        self.path = self.path_template.format(run_name=state.run_name)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.path, "a" if int(state.timestamp.batch) > 0 else "w")
+        self._file = open_run_file(self.path_template, state)
+        self.path = self._file.name
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
         if self._file is None:
