@@ -136,28 +136,23 @@ def bf16_matmul_tflops(device: str) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def build(model_name: str, backend: str, seq: int, overrides: list[str], tokenizer):
-    """(ComposerMaskedLM, optimizer, train-loader mlm_probability) from the model's recipe."""
-    from mosaicbert import registry
+def variant_recipe(variant: str, seq: int, overrides: list[str]):
+    """(model name, mode, validated recipe) of ``model:backend:mode[:key=value,...]``: the backend is a
+    model-config override, like every other setting of the variant."""
     from mosaicbert.config import load_config
 
-    sets = [f"max_seq_len={seq}", *overrides]
-    if model_name == "mosaic_bert":
-        sets.append(f"model.config.attention_backend={backend}")
-    cfg = load_config(os.path.join(REPO, RECIPES[model_name]), sets)
-    model = registry.build_named(registry.MODELS, cfg.model, tokenizer=tokenizer, max_seq_len=seq)
-    if model_name == "hf_bert":
-        model.model.config._attn_implementation = backend
-    return model, cfg
-
-
-def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
-    from mosaicbert import flops, registry
-
     model_name, backend, mode, *extra = variant.split(":")
-    extra_sets = extra[0].split(",") if extra else []
+    key = "attention_backend" if model_name == "mosaic_bert" else "attn_implementation"
+    sets = [f"max_seq_len={seq}", *overrides, f"model.config.{key}={backend}", *(extra[0].split(",") if extra else [])]
+    return model_name, mode, load_config(os.path.join(REPO, RECIPES[model_name]), sets)
+
+
+def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
+    from mosaicbert import registry
+
+    seq, batch = cfg.max_seq_len, len(next(iter(batch_sets.values()))[0]["input_ids"])
     torch.manual_seed(0)
-    model, cfg = build(model_name, backend, seq, args.set + extra_sets, tokenizer)
+    model = registry.build_named(registry.MODELS, cfg.model, tokenizer=tokenizer, max_seq_len=seq)
     model.to(args.device).train()
     optimizer = registry.build_named(registry.OPTIMIZERS, cfg.optimizer, params=model.parameters())
     forward = torch.compile(model) if mode == "compile" else model
@@ -172,6 +167,9 @@ def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
 
     results = []
     for lengths, batches in batch_sets.items():
+        # Counted once per distinct batch, outside the timed steps.
+        tokens = [sum(b["row_lengths"]) for b in batches]
+        step_flops = [model.flops_per_batch(b) for b in batches]
         if args.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -181,7 +179,7 @@ def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
         if args.device == "cuda":
             torch.cuda.synchronize()
         warmup_s = time.perf_counter() - t0
-        times, tokens, step_flops = [], [], []
+        times, used = [], []
         for i in range(args.steps):
             b = batches[i % len(batches)]
             if args.device == "cuda":
@@ -195,16 +193,15 @@ def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
                 t = time.perf_counter()
                 step(b)
                 times.append(time.perf_counter() - t)
-            tokens.append(int(b["attention_mask"].sum()))
-            step_flops.append(model.flops_per_batch(b))
+            used.append(i % len(batches))
         median = statistics.median(times)
-        real_tokens = statistics.mean(tokens)
-        row = dict(variant=variant, model=model_name, backend=backend, mode=mode, seq=seq, batch=batch,
-                   lengths=lengths, step_ms=median * 1e3, step_ms_p10=np.percentile(times, 10) * 1e3,
+        real_tokens = statistics.mean(tokens[i] for i in used)
+        flops_per_step = statistics.mean(step_flops[i] for i in used)
+        row = dict(variant=variant, model=cfg.model["name"], backend=variant.split(":")[1], mode=mode, seq=seq,
+                   batch=batch, lengths=lengths, step_ms=median * 1e3, step_ms_p10=np.percentile(times, 10) * 1e3,
                    step_ms_p90=np.percentile(times, 90) * 1e3, real_tokens_per_step=real_tokens,
                    real_tokens_per_s=real_tokens / median, samples_per_s=batch / median,
-                   tflops=statistics.mean(step_flops) / median / 1e12,
-                   mfu=statistics.mean(step_flops) / median / 1e12 / peak_tflops,
+                   tflops=flops_per_step / median / 1e12, mfu=flops_per_step / median / 1e12 / peak_tflops,
                    peak_mem_gb=torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan"),
                    warmup_s=warmup_s, resolved_backend=_resolved_backend(model, args.device))
         results.append(row)
@@ -217,7 +214,6 @@ def run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak_tflops):
         print(f"  graph breaks ({sum(breaks.values())}): {json.dumps(breaks)[:600]}", flush=True)
     if args.profile and args.profile.split("@")[0] == variant and args.profile.split("@")[1] == f"{seq}x{batch}":
         profile(step, batch_sets[args.profile.split("@")[2]], args)
-    del model, optimizer, forward
     return results
 
 
@@ -292,22 +288,25 @@ def main(argv=None):
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     results = []
+    cached_batches: dict[tuple, list] = {}  # every variant of a shape trains on the same batches
     for shape in args.shapes:
         seq, batch = (int(x) for x in shape.split("x"))
         for variant in args.variants:
-            model_name = variant.split(":")[0]
-            from mosaicbert.config import load_config
-
-            p = load_config(os.path.join(REPO, RECIPES[model_name]), args.set).train_loader["mlm_probability"]
-            batch_sets = {lengths: make_batches(stream, tokenizer, seq, batch, lengths, args.distinct_batches, p,
-                                                args.device, mds=args.mds) for lengths in args.lengths}
+            model_name, mode, cfg = variant_recipe(variant, seq, args.set)
+            p = cfg.train_loader["mlm_probability"]
+            batch_sets = {}
+            for lengths in args.lengths:
+                key = (seq, batch, lengths, p)
+                if key not in cached_batches:
+                    cached_batches[key] = make_batches(stream, tokenizer, seq, batch, lengths, args.distinct_batches,
+                                                       p, args.device, mds=args.mds)
+                batch_sets[lengths] = cached_batches[key]
             try:
-                results.extend(run_variant(variant, seq, batch, batch_sets, args, tokenizer, peak))
+                results.extend(run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak))
             except Exception as err:  # one failing variant must not lose the others' numbers
                 traceback.print_exc()
                 results.append(dict(variant=variant, seq=seq, batch=batch, error=f"{type(err).__name__}: {err}"[:300]))
             finally:
-                del batch_sets
                 gc.collect()
                 torch._dynamo.reset()
                 if args.device == "cuda":

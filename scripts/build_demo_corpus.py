@@ -13,7 +13,7 @@ import sys
 
 from mosaicbert.data.demo_corpus import (DEFAULT_CHUNK_CHARS, DEFAULT_MAX_CHARS, build_demo_corpus,
                                          demo_corpus_exists)
-from mosaicbert.errors import RecipeError
+from mosaicbert.errors import report_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,16 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_existing and not args.overwrite and demo_corpus_exists(args.out_root):
         print(f"Demo corpus {args.out_root} exists, skipping (pass --overwrite to rebuild).")
         return 0
-    try:
-        summary = build_demo_corpus(args.out_root, max_chars=args.max_chars, chunk_chars=args.chunk_chars,
-                                    val_fraction=args.val_fraction, train_small=args.train_small,
-                                    val_small=args.val_small, roots=args.roots, workers=args.workers,
-                                    overwrite=args.overwrite, progress=not args.quiet)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    return report_errors(lambda: print(build_demo_corpus(
+        args.out_root, max_chars=args.max_chars, chunk_chars=args.chunk_chars, val_fraction=args.val_fraction,
+        train_small=args.train_small, val_small=args.val_small, roots=args.roots, workers=args.workers,
+        overwrite=args.overwrite, progress=not args.quiet)))
 
 
 if __name__ == "__main__":

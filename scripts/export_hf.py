@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from mosaicbert.errors import RecipeError
+from mosaicbert.errors import report_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,16 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        from mosaicbert.export import export_hf
+    from mosaicbert.export import export_hf
 
+    def run() -> None:
         out = export_hf(args.checkpoint, args.out_dir, overwrite=args.overwrite, tokenizer=args.tokenizer,
                         check=not args.no_check)
-    except RecipeError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
-        return 2
-    print(f"Exported {args.checkpoint} to {out}")
-    return 0
+        print(f"Exported {args.checkpoint} to {out}")
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

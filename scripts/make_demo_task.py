@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from mosaicbert.errors import RecipeError
+from mosaicbert.errors import report_errors
 from mosaicbert.finetune.demo_task import KINDS, make_demo_task
 
 
@@ -36,15 +36,13 @@ def main(argv=None) -> int:
             os.path.isfile(os.path.join(args.out_dir, f)) for f in ("train.tsv", "dev.tsv")):
         print(f"Demo task {args.out_dir} exists, skipping (pass --overwrite to rebuild).")
         return 0
-    try:
+    def run() -> None:
         summary = make_demo_task(args.source, args.out_dir, kind=args.kind, n_train=args.n_train,
                                  n_dev=args.n_dev, seed=args.seed, overwrite=args.overwrite)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Wrote {summary['kind']} task {summary['out_dir']}/train.tsv ({summary['train']} rows) and dev.tsv "
-          f"({summary['dev']} rows), balanced.")
-    return 0
+        print(f"Wrote {summary['kind']} task {summary['out_dir']}/train.tsv ({summary['train']} rows) and "
+              f"dev.tsv ({summary['dev']} rows), balanced.")
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

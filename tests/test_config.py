@@ -51,6 +51,8 @@ def test_overrides_and_interpolation():
     (["scheduler.t_warmpu=1ba"], "Did you mean 't_warmup'?"),
     (["model.config.attention_backend=xformers"], "allowed: auto, flash_attn, flex, sdpa"),
     (["no_equals_sign"], "not of the form key=value"),
+    (["train_loader.mlm_probability=1.5"], "mlm_probability=1.5 is outside (0, 1)"),
+    (["eval_loader.pad_to=shortest"], "is not a padding mode"),
 ])
 def test_mistakes_are_named(overrides, message):
     with pytest.raises(RecipeError) as err:

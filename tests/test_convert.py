@@ -246,9 +246,9 @@ def test_convert_text_cli(tmp_path, capsys):
             "--chunk_chars", "50", "--train_small", "3", "--quiet"]
     assert cli.main(argv) == 0
     assert "train_small 3 samples" in capsys.readouterr().out
-    assert cli.main(argv) == 1  # existing output
+    assert cli.main(argv) == 2  # existing output
     err = capsys.readouterr().err
-    assert err.startswith("error: Output already exists") and "--overwrite" in err
+    assert err.strip().startswith("error: Output already exists") and "--overwrite" in err
     assert cli.main(argv + ["--overwrite"]) == 0
 
 

@@ -190,7 +190,7 @@ def test_refuses_to_overwrite_and_cli_skip(tmp_path, capsys):
     spec.loader.exec_module(cli)
     assert cli.main(["--out_root", str(out), "--skip_existing"]) == 0
     assert "exists, skipping" in capsys.readouterr().out
-    assert cli.main(["--out_root", str(out), "--roots", str(site)]) == 1
+    assert cli.main(["--out_root", str(out), "--roots", str(site)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert not demo_corpus_exists(tmp_path / "elsewhere")
 

@@ -6,8 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from test_train import DEMO, REPO, tiny_overrides
 
 COMPOSER = shutil.which("composer") or os.path.join(os.path.dirname(sys.executable), "composer")

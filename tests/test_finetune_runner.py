@@ -15,7 +15,7 @@ from composer import Trainer
 
 from mosaicbert.checkpoints import read_weights
 from mosaicbert.composer_models import FAMILIES, ComposerMaskedLM, make_config
-from mosaicbert.config import validate
+from mosaicbert.config import load_config, validate
 from mosaicbert.errors import RecipeError
 from mosaicbert.finetune import GLUE_TASKS, get_task
 from mosaicbert.finetune.config import FinetuneConfig, check_task_configs, task_plans
@@ -25,7 +25,6 @@ from mosaicbert.finetune.runner import (
     Job,
     build_classifier,
     classifier_config,
-    load_finetune_config,
     plan_jobs,
     prepare,
     read_encoder,
@@ -348,7 +347,7 @@ def test_missing_data_fails_before_training(tmp_path, mlm_checkpoints):
 
 @pytest.mark.parametrize("name", ["mosaicbert-base", "bert-base", "demo"])
 def test_shipped_recipes_are_valid(name):
-    cfg = load_finetune_config(os.path.join(REPO, "yamls", "glue", f"{name}.yaml"))
+    cfg = load_config(os.path.join(REPO, "yamls", "glue", f"{name}.yaml"), schema=FinetuneConfig)
     plans = task_plans(cfg)
     check_task_configs(cfg, plans)
     if name == "demo":

@@ -44,8 +44,8 @@ class ModelFamily:
     def allowed_config_keys(self) -> set[str]:
         if self.config_class is MosaicBertConfig:
             keys = set(inspect.signature(MosaicBertConfig.__init__).parameters) - {"self", "kwargs"}
-        else:
-            keys = set(self.config_class().to_dict())
+        else:  # BertConfig's fields, and the attention implementation HF models take ("sdpa", "eager")
+            keys = set(self.config_class().to_dict()) | {"attn_implementation"}
         return keys | {"num_labels", "problem_type"}
 
 

@@ -12,7 +12,7 @@ the masked positions for MosaicBERT.
 
 from __future__ import annotations
 
-import torch
+from .data.mlm_collator import row_lengths, row_masked
 
 
 def layer_matmul_params(hidden: int, intermediate: int, gated: bool) -> int:
@@ -37,19 +37,12 @@ def batch_flops(config, *, unpadded: bool, masked_head: bool, batch: dict) -> fl
     costs no device sync.
     """
     B, S = batch["attention_mask"].shape
-    if not unpadded:
+    if unpadded:
+        lengths = row_lengths(batch)
+        tokens, sum_sq = float(sum(lengths)), float(sum(n * n for n in lengths))
+    else:
         tokens, sum_sq = float(B * S), float(B * S * S)
-    elif "row_lengths" in batch:
-        tokens, sum_sq = float(sum(batch["row_lengths"])), float(sum(n * n for n in batch["row_lengths"]))
-    else:
-        lengths = batch["attention_mask"].sum(dim=1).double()
-        tokens, sum_sq = float(lengths.sum()), float((lengths**2).sum())
-    if not masked_head:
-        head_tokens = tokens
-    elif "row_masked" in batch:
-        head_tokens = float(sum(batch["row_masked"]))
-    else:
-        head_tokens = float((batch["labels"] != -100).sum())
+    head_tokens = float(sum(row_masked(batch))) if masked_head else tokens
     gated = getattr(config, "model_type", "") == "mosaic_bert"
     return training_flops(layers=config.num_hidden_layers, hidden=config.hidden_size,
                           intermediate=config.intermediate_size, vocab=config.vocab_size, gated=gated,

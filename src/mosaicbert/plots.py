@@ -56,11 +56,12 @@ def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/t
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for file in paths:
         rows = []
-        for line in open(file, errors="replace"):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash: skip it, keep the rest
-                continue
+        with open(file, errors="replace") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a crash: skip it, keep the rest
+                    continue
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if key in r and r.get("step") is not None]
             if points:

@@ -196,10 +196,10 @@ LOGGERS.register("jsonl", build_jsonl_logger)
 def _register_models_and_data() -> None:
     # Imported here so this module's tables exist before the builders (which use them) load.
     from . import composer_models
-    from .data.text_dataset import build_text_dataloader
+    from .data.text_dataset import build_text_dataloader, check_text_loader
 
     composer_models.register(MODELS)
-    DATALOADERS.register("text", build_text_dataloader)
+    DATALOADERS.register("text", build_text_dataloader, check=check_text_loader)
 
 
 _register_models_and_data()

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import RecipeError
+from ..errors import RecipeError, report_errors
 
 log = logging.getLogger(__name__)
 
@@ -451,12 +451,11 @@ def add_output_arguments(parser) -> None:
 
 
 def run_converter(args, convert: Callable[..., dict[str, int]]) -> int:
-    """Call ``convert(tokenizer=..., max_seq_len=..., overwrite=..., progress=...)``, print the split
-    sizes, and turn a RecipeError into one ``error:`` line and exit status 1."""
-    import sys
-
+    """Call ``convert(tokenizer=..., max_seq_len=..., overwrite=..., progress=...)`` and print the split
+    sizes; a RecipeError is printed as one paragraph (exit status 2)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
+
+    def run() -> None:
         tokenizer = None
         if args.tokenize:
             from ..tokenizer import load_tokenizer
@@ -464,8 +463,6 @@ def run_converter(args, convert: Callable[..., dict[str, int]]) -> int:
             tokenizer = load_tokenizer(args.tokenizer)
         counts = convert(tokenizer=tokenizer, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
                          progress=not args.quiet)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Wrote {args.out_root}: " + ", ".join(f"{name} {n:,} samples" for name, n in counts.items()))
-    return 0
+        print(f"Wrote {args.out_root}: " + ", ".join(f"{name} {n:,} samples" for name, n in counts.items()))
+
+    return report_errors(run)

@@ -45,6 +45,39 @@ def sample_generator(seed: int, epoch: int, sample_idx: int) -> np.random.Genera
     return np.random.Generator(np.random.Philox(key=key))
 
 
+def row_lengths(batch: dict) -> list[int]:
+    """Real tokens per row: the collator's host-side list, else counted from ``attention_mask`` (a sync)."""
+    if "row_lengths" in batch:
+        return list(batch["row_lengths"])
+    return batch["attention_mask"].sum(dim=1).tolist()
+
+
+def row_masked(batch: dict) -> list[int]:
+    """Masked (predicted) tokens per row, likewise from the host-side list when there is one."""
+    if "row_masked" in batch:
+        return list(batch["row_masked"])
+    return (batch["labels"] != -100).sum(dim=1).tolist()
+
+
+def check_masking_args(mlm_probability: float, pad_to: str) -> None:
+    """The collator's settings, checked in one place for the collator and for recipe validation."""
+    if not 0.0 < float(mlm_probability) < 1.0:
+        raise RecipeError(
+            f"mlm_probability={mlm_probability!r} is outside (0, 1): it is the fraction of tokens the "
+            "model learns to predict. Fix: set mlm_probability to a value such as 0.15 (BERT) or "
+            "0.3 (MosaicBERT).")
+    if pad_to not in PAD_TO_CHOICES:
+        raise RecipeError(
+            f"pad_to={pad_to!r} is not a padding mode. Fix: use 'max_seq_len' (fixed batch shapes, "
+            "best with torch.compile) or 'longest' (pad to the longest sample in each batch).")
+
+
+def check_sample_length(max_seq_len: int) -> None:
+    if max_seq_len < 2:
+        raise RecipeError(f"max_seq_len={max_seq_len!r} is too small to hold [CLS] and [SEP]. "
+                          "Fix: set max_seq_len to at least 2 (MosaicBERT pretraining uses 128).")
+
+
 class MLMCollator:
     """Pads a list of tokenized samples into a batch and applies BERT masking.
 
@@ -64,18 +97,8 @@ class MLMCollator:
 
     def __init__(self, tokenizer: Any, mlm_probability: float, max_seq_len: int,
                  pad_to: str = "max_seq_len", seed: int = 0) -> None:
-        if not 0.0 < float(mlm_probability) < 1.0:
-            raise RecipeError(
-                f"mlm_probability={mlm_probability!r} is outside (0, 1): it is the fraction of tokens the "
-                "model learns to predict. Fix: set mlm_probability to a value such as 0.15 (BERT) or "
-                "0.3 (MosaicBERT).")
-        if pad_to not in PAD_TO_CHOICES:
-            raise RecipeError(
-                f"pad_to={pad_to!r} is not a padding mode. Fix: use 'max_seq_len' (fixed batch shapes, "
-                "best with torch.compile) or 'longest' (pad to the longest sample in each batch).")
-        if max_seq_len < 2:
-            raise RecipeError(f"max_seq_len={max_seq_len!r} is too small to hold [CLS] and [SEP]. "
-                              "Fix: set max_seq_len to 128 (MosaicBERT pretraining) or another value >= 8.")
+        check_masking_args(mlm_probability, pad_to)
+        check_sample_length(max_seq_len)
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise RecipeError(f"Tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no mask or "
                               "pad token, so it cannot be used for masked language modeling. Fix: use a "

@@ -15,7 +15,7 @@ from composer.core import DataSpec
 from streaming import StreamingDataLoader, StreamingDataset
 
 from ..errors import RecipeError
-from .mlm_collator import PAD_TO_CHOICES, MLMCollator
+from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class StreamingTextDataset(StreamingDataset):
 
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
                  split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
-        if max_seq_len < 2:
-            raise RecipeError(f"max_seq_len={max_seq_len!r} cannot hold [CLS] and [SEP]. "
-                              "Fix: set max_seq_len to 128 (MosaicBERT pretraining) or another value >= 8.")
+        check_sample_length(max_seq_len)
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
@@ -118,9 +116,7 @@ class StreamingTextDataset(StreamingDataset):
 def _num_tokens_in_batch(batch: dict) -> int:
     """Real (non-padding) tokens in a batch: from the collator's host-side row lengths when present
     (no device sync), else ``attention_mask [B, T]`` summed."""
-    if "row_lengths" in batch:
-        return int(sum(batch["row_lengths"]))
-    return int(batch["attention_mask"].sum().item())
+    return int(sum(row_lengths(batch)))
 
 
 def _num_samples_in_batch(batch: dict[str, torch.Tensor]) -> int:
@@ -163,6 +159,11 @@ def check_local_mds(local: str, split: str | None) -> None:
         "stream it from object storage.")
 
 
+def check_text_loader(kwargs: dict) -> None:
+    """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built)."""
+    check_masking_args(kwargs.get("mlm_probability", 0.15), kwargs.get("pad_to", "max_seq_len"))
+
+
 def build_text_dataloader(
     *,
     tokenizer: Any,
@@ -200,14 +201,7 @@ def build_text_dataloader(
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
     """
-    if not 0.0 < float(mlm_probability) < 1.0:
-        raise RecipeError(
-            f"mlm_probability={mlm_probability!r} is outside (0, 1): it is the fraction of tokens the model "
-            "learns to predict. Fix: set mlm_probability to a value such as 0.15 (BERT) or 0.3 (MosaicBERT).")
-    if pad_to not in PAD_TO_CHOICES:
-        raise RecipeError(
-            f"pad_to={pad_to!r} is not a padding mode. Fix: use 'max_seq_len' (fixed batch shapes, best with "
-            "torch.compile) or 'longest' (pad to the longest sample in each batch).")
+    check_masking_args(mlm_probability, pad_to)
     if device_batch_size < 1:
         raise RecipeError(f"device_batch_size={device_batch_size!r} must be at least 1. Fix: set a positive "
                           "device batch size (global batch size divided by the number of devices).")

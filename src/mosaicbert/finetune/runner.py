@@ -54,7 +54,7 @@ from ..composer_models import (FAMILIES, ComposerClassifier, check_config_keys, 
                                padded_vocab_size)
 
 TASK_LABEL_KEYS = frozenset({"num_labels", "problem_type", "id2label", "label2id"})
-from ..config import load_yaml, to_dict, validate
+from ..config import to_dict, validate
 from ..errors import RecipeError
 from ..tokenizer import hub_reachable, load_tokenizer
 from ..training.callbacks import RecipeMetadata
@@ -612,11 +612,6 @@ def run_finetuning(cfg: FinetuneConfig) -> dict[str, Any]:
     json_path, md_path = write_results(results_dir, final, table)
     print("\n" + table + f"\nResults: {json_path}, {md_path}", flush=True)
     return final
-
-
-def load_finetune_config(path: str, overrides: list[str] = ()) -> FinetuneConfig:
-    """YAML + ``key=value`` overrides -> a validated :class:`FinetuneConfig`."""
-    return validate(load_yaml(path, list(overrides)), FinetuneConfig)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

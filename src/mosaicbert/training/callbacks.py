@@ -3,7 +3,7 @@
 * :class:`RecipeMetadata` puts the model family, its config and the tokenizer into every checkpoint,
   so fine-tuning and export need only the checkpoint.
 * :class:`TrainingSummary` prints what a person wants at the end of a run.
-* :class:`JSONLinesLogger` writes every logged metric to a ``.jsonl`` file (``scripts/plot_metrics.py``
+* :class:`JSONLinesLogger` writes every logged metric to a ``.jsonl`` file (``scripts/plot.py metrics``
   draws the loss curves from it).
 """
 
@@ -17,9 +17,11 @@ from collections import deque
 from typing import Any, Optional
 
 import torch
-from composer.core import Callback, Event, State
+from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+
+from ..data.mlm_collator import row_lengths
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class TrainingSummary(Callback):
         if warming_up or "attention_mask" not in batch:
             return
         self.train_seconds += time.perf_counter() - self._batch_start
-        count = sum(batch["row_lengths"]) if "row_lengths" in batch else batch["attention_mask"].sum()
+        count = sum(row_lengths(batch))
         self.tokens = count if self.tokens is None else self.tokens + count
 
     def eval_end(self, state: State, logger: Logger) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Callable
+from typing import Callable, Optional
 
-from ..errors import RecipeError
+from ..errors import report_errors
 
-USAGE = """usage: {prog} <recipe.yaml> [key=value ...]
+PRETRAIN_USAGE = """usage: {prog} <recipe.yaml> [key=value ...]
 
   {prog} yamls/mosaicbert-base.yaml                      one process
   composer -n 8 {prog} yamls/mosaicbert-base.yaml        8 GPUs on this node
@@ -16,14 +15,11 @@ USAGE = """usage: {prog} <recipe.yaml> [key=value ...]
 Overrides use dotted keys (train_loader.num_workers=2). See README.md for every key."""
 
 
-def run(argv: list[str], prog: str, body: Callable[[str, list[str]], None]) -> int:
-    """Call ``body(yaml_path, overrides)``; print a RecipeError as one paragraph, exit status 2."""
+def run(argv: list[str], prog: str, body: Callable[[str, list[str]], Optional[int]],
+        usage: str = PRETRAIN_USAGE) -> int:
+    """Call ``body(yaml_path, overrides)``: its int result (or 0) is the exit status; a RecipeError is
+    printed as one paragraph with exit status 2. No arguments or ``-h`` print ``usage``."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE.format(prog=prog))
+        print(usage.format(prog=prog))
         return 0 if argv else 2
-    try:
-        body(argv[0], argv[1:])
-    except RecipeError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    return report_errors(lambda: body(argv[0], argv[1:]))
