@@ -523,3 +523,29 @@ def test_collate_to_max_seq_len_through_a_dataloader(tokenizer):
 def test_dataset_rejects_tiny_max_seq_len(tokenizer):
     with pytest.raises(RecipeError, match="max_seq_len=3 leaves no room"):
         ClassificationDataset([], GLUE_TASKS["rte"], tokenizer, max_seq_len=3)
+
+
+def test_mosaic_classifier_batches_need_no_device_sync(tokenizer, monkeypatch):
+    """The collator's host-side row lengths reach the model, so unpadding never calls torch.nonzero."""
+    from mosaicbert.composer_models import ComposerClassifier
+    from mosaicbert.model import MosaicBertConfig, MosaicBertForSequenceClassification
+
+    rows = [{"sentence": text, "label": i % 2} for i, text in enumerate(
+        ["a short one", "a somewhat longer sentence than the first", "x", "two words"])]
+    dataset = ClassificationDataset(rows, get_task("sst2"), tokenizer, max_seq_len=16)
+    batch = ClassificationCollator.for_tokenizer(tokenizer)([dataset[i] for i in range(4)])
+    assert batch["row_lengths"] == batch["attention_mask"].sum(1).tolist()
+    config = MosaicBertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=32, num_labels=2)
+    model = ComposerClassifier(MosaicBertForSequenceClassification(config).eval(), metrics={})
+    with torch.no_grad():
+        expected = model(batch).logits
+        without_sizes = {k: v for k, v in batch.items() if k != "row_lengths"}
+
+        def forbidden(*args, **kwargs):
+            raise AssertionError("torch.nonzero (a device sync) was called")
+
+        monkeypatch.setattr(torch, "nonzero", forbidden)
+        torch.testing.assert_close(model(batch).logits, expected)
+        with pytest.raises(AssertionError, match="device sync"):
+            model(without_sizes)

@@ -201,13 +201,15 @@ def test_exported_hf_folder_is_accepted(tmp_path, tokenizer):
 
 def test_a_hub_model_name_brings_its_tokenizer(tmp_path, tokenizer, monkeypatch):
     """read_weights downloads hub names (when the hub is reachable); the tokenizer has the same name."""
+    import huggingface_hub
+
     import mosaicbert.finetune.runner as runner
-    from mosaicbert.checkpoints import read_hf_folder
 
     folder = tmp_path / "snapshot"  # what the download gives: config and weights, no tokenizer files
     BertForMaskedLM = FAMILIES["hf_bert"].masked_lm_class
     BertForMaskedLM(tiny_config("hf_bert", tokenizer)).save_pretrained(folder)
-    monkeypatch.setattr(runner, "read_weights", lambda path: read_hf_folder(str(folder)))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kwargs: str(folder))
+    monkeypatch.setattr("mosaicbert.tokenizer.hub_reachable", lambda: True)
     asked = []
     monkeypatch.setattr(runner, "load_tokenizer", lambda name: asked.append(name) or tokenizer)
     encoder, _ = read_encoder(recipe(tmp_path, "google-bert/bert-base-uncased", tasks={"rte": {}}))

@@ -34,3 +34,9 @@ def test_unknown_tokenizer_is_a_clear_error(monkeypatch):
     hub_reachable.cache_clear()
     with pytest.raises(RecipeError, match="set tokenizer_name to a local folder"):
         load_tokenizer("someone/not-a-tokenizer")
+
+
+def test_folder_without_tokenizer_files_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RecipeError, match="could not be loaded"):
+        load_tokenizer(str(tmp_path))

@@ -115,7 +115,10 @@ def read_weights(path: str) -> Weights:
                               "local copy of the model folder.")
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
+        folder = snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
+        weights = read_hf_folder(folder)
+        weights.tokenizer_name = weights.source = path  # a hub model's tokenizer has the model's name
+        return weights
     if os.path.isdir(path):
         if not is_hf_folder(path):
             raise RecipeError(f"Folder {path!r} has no config.json + model.safetensors; give an exported Hugging "

@@ -132,8 +132,10 @@ def host_sizes(batch: dict) -> dict:
     """
     if "row_lengths" not in batch:
         return {}
-    return {"num_tokens": int(sum(batch["row_lengths"])), "max_seqlen": int(max(batch["row_lengths"])),
-            "num_masked": int(sum(batch["row_masked"]))}
+    sizes = {"num_tokens": int(sum(batch["row_lengths"])), "max_seqlen": int(max(batch["row_lengths"]))}
+    if "row_masked" in batch:
+        sizes["num_masked"] = int(sum(batch["row_masked"]))
+    return sizes
 
 
 class ComposerMaskedLM(ComposerModel):
@@ -182,11 +184,13 @@ class ComposerClassifier(ComposerModel):
     def __init__(self, model: PreTrainedModel, metrics: dict):
         super().__init__()
         self.model = model
+        self.family = family_of(model.config)
         self.train_metrics: dict = {}
         self.val_metrics = metrics
 
     def forward(self, batch: dict):
-        return self.model(**_model_inputs(batch), labels=batch.get("labels"))
+        sizes = host_sizes(batch) if self.family.unpadded else {}
+        return self.model(**_model_inputs(batch), labels=batch.get("labels"), **sizes)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
         return outputs.loss

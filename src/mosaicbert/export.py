@@ -337,13 +337,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
         raise RecipeError(f"{checkpoint!r} names no tokenizer; pass one with --tokenizer (e.g. bert-base-uncased).")
     from .tokenizer import load_tokenizer
 
-    try:
-        tok = load_tokenizer(tokenizer_name)
-    except RecipeError:
-        raise
-    except Exception as err:  # a folder with broken tokenizer files, ...
-        raise RecipeError(f"Tokenizer {tokenizer_name!r} could not be loaded ({type(err).__name__}: "
-                          f"{str(err)[:200]}); pass a working one with --tokenizer.") from None
+    tok = load_tokenizer(tokenizer_name)
     model, task = build_export_model(weights, len(tok), source=checkpoint)
     family = weights.model_family
     padded_vocab = int((weights.model_config or {}).get("vocab_size", model.config.vocab_size))

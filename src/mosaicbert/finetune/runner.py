@@ -115,19 +115,10 @@ def read_encoder(cfg: FinetuneConfig) -> tuple[Encoder, PreTrainedTokenizerBase]
         raise RecipeError(f"model_name={cfg.model_name} but pretrained_checkpoint {path!r} holds a "
                           f"{weights.model_family} model; remove model_name (it defaults to the checkpoint's).")
     tokenizer_name = cfg.tokenizer_name or weights.tokenizer_name
-    if cfg.tokenizer_name is None and "://" not in path and not os.path.exists(path):
-        tokenizer_name = path  # a hub model name: its tokenizer has the same name
     if not tokenizer_name:
         raise RecipeError(f"pretrained_checkpoint {path!r} does not name its tokenizer; set tokenizer_name "
                           "(e.g. bert-base-uncased, or a folder with tokenizer.json / vocab.txt).")
-    try:
-        tokenizer = load_tokenizer(tokenizer_name)
-    except RecipeError:
-        raise
-    except Exception as err:  # a folder without tokenizer files, a corrupt file, ...
-        raise RecipeError(f"Tokenizer {tokenizer_name!r} (of pretrained_checkpoint {path!r}) could not be loaded "
-                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). Set "
-                          "tokenizer_name to the tokenizer the model was pretrained with.") from None
+    tokenizer = load_tokenizer(tokenizer_name)
     if weights.model_config:
         config = dict(weights.model_config)
     else:  # no metadata: the architecture comes from model_config alone
