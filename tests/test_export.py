@@ -384,9 +384,16 @@ def test_existing_output_is_never_overwritten_without_overwrite(trained, tmp_pat
     with pytest.raises(RecipeError, match="does not look like an exported model"):
         export_hf(trained["mosaic_bert"], str(out), overwrite=True)
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
-    # nor a folder that holds the checkpoint being exported
+    # nor a folder that holds the checkpoint being exported: an export re-exported onto itself looks
+    # like a model folder, so only the source check stops it
+    export = str(tmp_path / "export")
+    export_hf(trained["mosaic_bert"], export)
+    before = sorted(os.listdir(export))
+    with pytest.raises(RecipeError, match="holds the checkpoint"):
+        export_hf(export, export, overwrite=True)
+    assert sorted(os.listdir(export)) == before
     ckpt_dir = os.path.dirname(trained["mosaic_bert"])
-    with pytest.raises(RecipeError, match="(holds the checkpoint|does not look like)"):
+    with pytest.raises(RecipeError, match="holds the checkpoint"):
         export_hf(trained["mosaic_bert"], ckpt_dir, overwrite=True)
     assert os.path.isfile(trained["mosaic_bert"])
     (tmp_path / "a-file").write_text("x")

@@ -480,9 +480,10 @@ def test_single_sentence_dataset_and_collate(glue_dir, tokenizer):
 
     batch = ClassificationCollator.for_tokenizer(tokenizer)([dataset[i] for i in range(3)])
     longest = int(dataset.lengths.max())
-    assert {k: tuple(v.shape) for k, v in batch.items()} == {
+    assert {k: tuple(v.shape) for k, v in batch.items() if k != "row_lengths"} == {
         "input_ids": (3, longest), "attention_mask": (3, longest), "token_type_ids": (3, longest),
         "labels": (3,)}
+    assert batch["row_lengths"] == batch["attention_mask"].sum(1).tolist()
     assert batch["labels"].tolist() == [0, 1, 0]
     assert batch["attention_mask"][2].tolist() == [1] * 5 + [0] * (longest - 5)
     assert batch["input_ids"][2, 5:].eq(tokenizer.pad_token_id).all()
@@ -549,3 +550,9 @@ def test_mosaic_classifier_batches_need_no_device_sync(tokenizer, monkeypatch):
         torch.testing.assert_close(model(batch).logits, expected)
         with pytest.raises(AssertionError, match="device sync"):
             model(without_sizes)
+
+
+def test_a_custom_tasks_own_folder_wins_over_the_runs_data_dir(tmp_path):
+    own, run_level = tmp_path / "own", tmp_path / "glue_root"
+    assert tsv.task_folder(TaskSpec.from_dict(custom(data_dir=str(own))), str(run_level)) == own
+    assert tsv.task_folder(TaskSpec.from_dict(custom()), str(run_level)) == run_level

@@ -237,12 +237,21 @@ def fake_glue(root) -> str:
     return str(root)
 
 
-def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints):
+def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints, monkeypatch):
+    import mosaicbert.finetune.runner as runner
+
     glue_dir = fake_glue(tmp_path / "glue")
     save = tmp_path / "ckpt"
     tasks = {"rte": {"seeds": [1, 2], "init_from": "mnli", "batch_size": 8, "max_duration": "2ba"},
              "mnli": {"batch_size": 8, "max_duration": "3ba", "lr": 1.0e-3}}
     cfg = recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, save_folder=str(save), tasks=tasks)
+    built_from = []  # what each job's classifier was really initialised from
+
+    def spy(encoder, config, init_checkpoint=None):
+        built_from.append((config.num_labels, init_checkpoint))
+        return build_classifier(encoder, config, init_checkpoint)
+
+    monkeypatch.setattr(runner, "build_classifier", spy)
     results = run_finetuning(cfg)
 
     jobs = {f"{job['task']}-seed{job['seed']}": job for job in results["jobs"]}
@@ -252,6 +261,7 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
     assert mnli_checkpoint.startswith(str(save / "mnli" / "seed1"))
     # Both RTE seeds start from MNLI's only seed (the paper's recipe: MNLI 1 seed, RTE 5).
     assert jobs["rte-seed1"]["init_checkpoint"] == jobs["rte-seed2"]["init_checkpoint"] == mnli_checkpoint
+    assert built_from == [(3, None), (2, mnli_checkpoint), (2, mnli_checkpoint)]
     assert set(jobs["mnli-seed1"]["metrics"]) == {"accuracy_matched", "accuracy_mismatched"}
 
     # What the RTE jobs started with: all of MNLI's fine-tuned weights but its 3-class head.

@@ -135,16 +135,11 @@ class TaskPlan:
     spec: TaskSpec
     hparams: TaskHParams
     seeds: list[int]
-    custom: bool
     run: bool = True  # False: named by another task's init_from but left out by run_tasks
 
     @property
     def init_from(self) -> Optional[str]:
         return self.hparams.init_from
-
-    @property
-    def max_seq_len(self) -> Optional[int]:
-        return self.hparams.max_seq_len
 
     def parent_seed(self, seed: int, parent: "TaskPlan") -> int:
         """The parent's seed a job of this task starts from: the same seed if the parent ran it, else
@@ -199,7 +194,7 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
         if spec.name in plans:
             raise RecipeError(f"{where}: custom task name {spec.name!r} is used twice; names must be unique.")
         hparams = _hparams({k: v for k, v in entry.items() if k in hparam_keys}, f"{where} ({spec.name})")
-        plans[spec.name] = TaskPlan(spec.name, spec, hparams, [], custom=True)
+        plans[spec.name] = TaskPlan(spec.name, spec, hparams, [])
 
     known = list(GLUE_TASKS) + list(plans)
     glue_plans: dict[str, TaskPlan] = {}
@@ -212,7 +207,7 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
             continue
         if name not in GLUE_TASKS:
             raise _unknown_task(str(name), known, "tasks")
-        glue_plans[name] = TaskPlan(name, get_task(name), _hparams(raw, f"tasks.{name}"), [], custom=False)
+        glue_plans[name] = TaskPlan(name, get_task(name), _hparams(raw, f"tasks.{name}"), [])
     plans = {**glue_plans, **plans}  # GLUE tasks first, in recipe order, then custom tasks
     if not plans:
         raise RecipeError("The recipe has no tasks: list GLUE tasks under tasks: (e.g. tasks: {rte: {}}) or "

@@ -70,7 +70,7 @@ from .data import ClassificationCollator, ClassificationDataset
 from .metrics import build_torchmetrics, result_key
 from .results import markdown, summarize, write_results
 from .tasks import TaskSpec
-from .tsv import _missing_file_error, load_task_split, task_folder
+from .tsv import load_hub_split, load_task_splits, task_folder
 
 log = logging.getLogger(__name__)
 
@@ -163,29 +163,17 @@ def build_classifier(encoder: Encoder, config: PretrainedConfig, init_checkpoint
 # ----------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------
-def plan_data_dir(cfg: FinetuneConfig, plan: TaskPlan) -> Optional[str]:
-    """GLUE tasks read from ``data_dir`` (None: the hub); custom tasks from their own data_dir, else it."""
-    if plan.custom:
-        return plan.spec.data_dir or cfg.data_dir
-    return cfg.data_dir
-
-
 def check_data(cfg: FinetuneConfig, plan: TaskPlan) -> None:
-    """The task's files exist and parse (rows are read and dropped), or the hub is reachable."""
-    data_dir = plan_data_dir(cfg, plan)
-    folder = task_folder(plan.spec, data_dir)
-    if folder is None:
+    """Before any job: the task's files exist and parse, or (data from the hub) the hub answers.
+
+    The rows are dropped again: each task is read once more when it runs, which is cheaper than
+    holding every task's rows for the whole run.
+    """
+    if task_folder(plan.spec, cfg.data_dir) is None:  # a GLUE task from the hub: downloaded when it runs
         if not hub_reachable():
-            raise RecipeError(f"GLUE task {plan.name!r}: data_dir is unset and the Hugging Face hub cannot be "
-                              f"reached. Set data_dir to the GLUE TSV root (the folder holding "
-                              f"{plan.spec.glue_dir}/{plan.spec.train_file}).")
+            load_hub_split(plan.spec, "train")  # raises the error naming both ways to provide the data
         return
-    for split in plan.spec.splits:
-        path = folder / plan.spec.file_for_split(split)
-        if not path.is_file():
-            raise _missing_file_error(plan.spec, path)
-    for split in plan.spec.splits:
-        load_task_split(plan.spec, data_dir, split)
+    load_task_splits(plan.spec, cfg.data_dir)
 
 
 class Context:
@@ -201,10 +189,8 @@ class Context:
         key = (plan.name, max_seq_len)
         if key not in self._data:
             self._data.clear()
-            data_dir = plan_data_dir(self.cfg, plan)
-            self._data[key] = {split: ClassificationDataset(load_task_split(plan.spec, data_dir, split), plan.spec,
-                                                            self.tokenizer, max_seq_len)
-                               for split in plan.spec.splits}
+            self._data[key] = {split: ClassificationDataset(rows, plan.spec, self.tokenizer, max_seq_len)
+                               for split, rows in load_task_splits(plan.spec, self.cfg.data_dir).items()}
         return self._data[key]
 
 

@@ -58,7 +58,7 @@ def task_folder(task: TaskSpec, data_dir: PathLike | None) -> Path | None:
     """The folder holding the task's files, or ``None`` when a GLUE task should come from the hub."""
     if task.glue_dir is not None:
         return None if data_dir is None else Path(data_dir) / task.glue_dir
-    folder = data_dir if data_dir is not None else task.data_dir
+    folder = task.data_dir if task.data_dir is not None else data_dir  # the task's own folder first
     if folder is None:
         raise RecipeError(
             f"Custom task {task.name!r} has no data folder: neither the task's data_dir nor a data_dir "
