@@ -52,6 +52,7 @@ def test_overrides_and_interpolation():
     (["model.config.attention_backend=xformers"], "allowed: auto, flash_attn, flex, sdpa"),
     (["no_equals_sign"], "not of the form key=value"),
     (["train_loader.mlm_probability=1.5"], "mlm_probability=1.5 is outside (0, 1)"),
+    (["optimizer.lr=0.0"], "the learning rate must be positive"),
     (["eval_loader.pad_to=shortest"], "is not a padding mode"),
 ])
 def test_mistakes_are_named(overrides, message):

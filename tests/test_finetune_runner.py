@@ -321,6 +321,7 @@ CUSTOM = {"name": "mine", "data_dir": "/tmp/x", "text_columns": ["s"], "label_co
     ({"tasks": {"mnlii": {}}}, r"Unknown task 'mnlii' in tasks\. Did you mean 'mnli'"),
     ({"tasks": {"rte": {"lrr": 1.0e-5}}}, r"Unknown key tasks\.rte\.'lrr'\. Did you mean 'lr'\? Allowed keys here: "),
     ({"tasks": {"rte": {"lr": "fast"}}}, r"tasks\.rte\.'lr' is 'fast'"),
+    ({"tasks": {"rte": {"lr": 0.0}}}, r"the learning rate must be positive"),
     ({"tasks": {"rte": {"seeds": []}}}, r"tasks\.rte\.seeds"),
     ({"tasks": {"rte": {"init_from": "qnli"}}}, r"init_from is 'qnli', which is not a task of this recipe"),
     ({"tasks": {"rte": {"init_from": "mnli"}, "mnli": {"init_from": "rte"}}}, "cycle"),

@@ -31,6 +31,12 @@ from .model import MosaicBertConfig, MosaicBertForMaskedLM, MosaicBertForSequenc
 log = logging.getLogger(__name__)
 
 VOCAB_MULTIPLE = 64
+# Config entries that describe a saved file or a run, not the architecture: dropped when a config
+# read from a checkpoint or folder builds a new model.
+RUN_ONLY_CONFIG_KEYS = frozenset({"_name_or_path", "transformers_version", "architectures", "auto_map",
+                                  "_commit_hash", "_attn_implementation_autoset"})
+# A classification head's entries: a task sets them, not a recipe's model_config.
+TASK_LABEL_KEYS = frozenset({"num_labels", "problem_type", "id2label", "label2id"})
 
 
 @dataclasses.dataclass(frozen=True)

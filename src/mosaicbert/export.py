@@ -57,8 +57,6 @@ MOSAIC_AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_mosaic_bert.MosaicBertForSequenceClassification",
 }
 # Config keys that describe the training run rather than the model: not carried into the export.
-_RUN_ONLY_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "_commit_hash",
-                         "_attn_implementation_autoset")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,10 +151,12 @@ def _check_recipe_weights(weights, source: str):
 def build_export_model(weights, tokenizer_size: int, source: str = ""):
     """The Hugging Face model an export holds, with the checkpoint's weights (vocabulary trimmed to
     ``tokenizer_size``), in eval mode. Returns ``(model, task)``."""
+    from .composer_models import RUN_ONLY_CONFIG_KEYS
+
     family = _check_recipe_weights(weights, source)
     state_dict = dict(weights.state_dict)
     task = _task_of(state_dict)
-    config_dict = {k: v for k, v in weights.model_config.items() if k not in _RUN_ONLY_CONFIG_KEYS}
+    config_dict = {k: v for k, v in weights.model_config.items() if k not in RUN_ONLY_CONFIG_KEYS}
     try:
         config = family.config_class.from_dict(config_dict)
     except Exception as err:
@@ -295,7 +295,7 @@ def _model_card(model, family: str, task: str, checkpoint: str, tokenizer_name: 
 # ----------------------------------------------------------------------------------------------
 # Export
 # ----------------------------------------------------------------------------------------------
-def _check_reload(model, folder: str, family: str, task: str, tokenizer) -> None:
+def _check_reload(model, folder: str, task: str, tokenizer) -> None:
     """Reload the written folder and compare logits with the in-memory model (catches save problems)."""
     reloaded = type(model).from_pretrained(folder).eval()
     if task == "masked_lm" and model.config.tie_word_embeddings:
@@ -331,7 +331,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
     out_dir = os.path.normpath(os.fspath(out_dir))
     _check_out_dir(out_dir, overwrite, checkpoint)  # fail before any expensive work
     weights = _read(checkpoint)
-    _check_recipe_weights(weights, checkpoint)
+    _check_recipe_weights(weights, checkpoint)  # before the tokenizer: a foreign checkpoint fails first
     tokenizer_name = tokenizer or weights.tokenizer_name
     if not tokenizer_name:
         raise RecipeError(f"{checkpoint!r} names no tokenizer; pass one with --tokenizer (e.g. bert-base-uncased).")
@@ -340,7 +340,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
     tok = load_tokenizer(tokenizer_name)
     model, task = build_export_model(weights, len(tok), source=checkpoint)
     family = weights.model_family
-    padded_vocab = int((weights.model_config or {}).get("vocab_size", model.config.vocab_size))
+    padded_vocab = int(weights.model_config.get("vocab_size", model.config.vocab_size))
     positions = getattr(model.config, "max_position_embeddings", None)  # hf_bert; ALiBi has no limit
     if positions is not None and (tok.model_max_length or 0) > positions:
         tok.model_max_length = positions  # so pipelines truncate instead of indexing past the table
@@ -368,7 +368,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
             f.write(_model_card(model, family, task, checkpoint, tokenizer_name, padded_vocab,
                                 (weights.extra or {}).get("recipe") or {}))
         if check:
-            _check_reload(model, tmp_dir, family, task, tok)
+            _check_reload(model, tmp_dir, task, tok)
         _make_readable(tmp_dir)
         _check_out_dir(out_dir, overwrite, checkpoint)  # again: it may have appeared meanwhile
         _publish(tmp_dir, out_dir)

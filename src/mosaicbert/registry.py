@@ -111,6 +111,14 @@ def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9,
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
 
 
+def check_positive_lr(kwargs: dict) -> None:
+    """The decoupled decay divides by the initial learning rate: it must be positive."""
+    lr = kwargs.get("lr", 5.0e-4)
+    if not lr > 0:
+        raise RecipeError(f"optimizer lr={lr!r}: the learning rate must be positive (decoupled weight decay is "
+                          "scaled by lr / initial lr). Set e.g. lr: 5.0e-4.")
+
+
 def build_composer_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98),
                                    eps: float = 1.0e-6, weight_decay: float = 1.0e-5) -> torch.optim.Optimizer:
     """Composer's own DecoupledAdamW (per-parameter loop), kept as a reference."""
@@ -169,8 +177,8 @@ ALGORITHMS = Registry("algorithm")
 CALLBACKS = Registry("callback")
 LOGGERS = Registry("logger")
 
-OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw)
-OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw)
+OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=check_positive_lr)
+OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
 OPTIMIZERS.register("adamw", build_adamw)
 
 SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)

@@ -50,14 +50,12 @@ from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from ..checkpoints import Weights, load_weights, read_weights
-from ..composer_models import (FAMILIES, ComposerClassifier, check_config_keys, check_max_seq_len, make_config,
-                               padded_vocab_size)
-
-TASK_LABEL_KEYS = frozenset({"num_labels", "problem_type", "id2label", "label2id"})
+from ..composer_models import (FAMILIES, RUN_ONLY_CONFIG_KEYS, TASK_LABEL_KEYS, ComposerClassifier,
+                               check_config_keys, check_max_seq_len, make_config, padded_vocab_size)
 from ..config import to_dict, validate
 from ..errors import RecipeError
 from ..tokenizer import hub_reachable, load_tokenizer
-from ..training.callbacks import RecipeMetadata
+from ..training.callbacks import RecipeMetadata, latest_checkpoint
 from ..training.trainer import (
     build_optimization,
     configure_logging,
@@ -78,9 +76,7 @@ log = logging.getLogger(__name__)
 # prediction, which neither family's MLM pretraining has.
 NEW_HEAD_PREFIXES = ("classifier", "bert.pooler")
 # Config keys that describe a head, a file or a library version rather than the encoder.
-_NOT_ENCODER_CONFIG = ("num_labels", "id2label", "label2id", "problem_type", "architectures", "_name_or_path",
-                       "auto_map", "model_type", "transformers_version", "_commit_hash",
-                       "_attn_implementation_autoset")
+_NOT_ENCODER_CONFIG = RUN_ONLY_CONFIG_KEYS | TASK_LABEL_KEYS | {"model_type"}
 LATEST = "latest-rank0.pt"
 
 
@@ -343,10 +339,9 @@ def majority_baseline(spec: TaskSpec, data: dict[str, ClassificationDataset]) ->
 
 def _final_checkpoint(trainer: Trainer, job: Job) -> Optional[str]:
     """Where the job's final checkpoint can be read from (local path or URI), if it saved one."""
-    saver = trainer._checkpoint_saver  # Composer 0.32: the CheckpointSaver built from save_folder
-    if job.save_folder is None or saver is None or not saver.saved_checkpoints:
+    saved = latest_checkpoint(trainer.state)
+    if job.save_folder is None or saved is None:
         return None
-    saved = str(saver.saved_checkpoints[-1])
     return _join(job.save_folder, os.path.basename(saved)) if "://" in job.save_folder else saved
 
 
