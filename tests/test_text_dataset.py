@@ -136,14 +136,19 @@ def test_same_batches_with_workers_and_exact_resumption(tok, text_mds):
     common = dict(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds), split="train",
                   shuffle=True, mlm_probability=0.3)
 
-    def rows(batches):
-        return sorted(tuple(row.tolist()) for b in batches for row in torch.cat([b["input_ids"], b["labels"]], 1))
+    def same_batches(ours, theirs):
+        """Batch by batch, in order: the same samples, ids, masks and host-side sizes."""
+        assert len(ours) == len(theirs) > 0
+        for a, b in zip(ours, theirs):
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
 
     serial = build_text_dataloader(**common, num_workers=0)
     reference = list(serial.dataloader)
     # Resume mid-epoch from the loader's state: the remaining batches come back identical.
     partial = iter(serial.dataloader)
-    seen = [next(partial) for _ in range(3)]
+    for _ in range(3):  # consume three batches, then snapshot the position
+        next(partial)
     state = serial.dataloader.state_dict()
     assert state["sample_in_epoch"] == 12 and state["epoch"] == 1
     rest_reference = list(partial)
@@ -152,14 +157,12 @@ def test_same_batches_with_workers_and_exact_resumption(tok, text_mds):
     resumed = build_text_dataloader(**common, num_workers=0)
     resumed.dataloader.load_state_dict(state)
     rest = list(resumed.dataloader)
-    assert len(rest) == len(rest_reference) > 0 and len(seen) == 3
-    for a, b in zip(rest, rest_reference):
-        assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+    same_batches(rest, rest_reference)
     del resumed
     gc.collect()
-    # Two worker processes serve the same samples with the same masks (epoch 0).
+    # Two worker processes serve the same batches, in the same order, with the same masks (epoch 0).
     parallel = build_text_dataloader(**common, num_workers=2, persistent_workers=False)
-    assert rows(list(parallel.dataloader)) == rows(reference)
+    same_batches(list(parallel.dataloader), reference)
 
 
 def test_iterating_leaves_the_global_torch_rng_alone(tok, text_mds):
