@@ -400,6 +400,10 @@ def run_jobs(ctx: Context, jobs: list[Job], slots: list[str], work_dir: str,
     free = list(slots)
     total, finished = len(jobs), 0
 
+    def start_point(job: Job) -> Optional[str]:
+        """The checkpoint a job starts from: a saved parent's, a parent's from this run, or none."""
+        return job.init_checkpoint or (records[job.parent]["checkpoint"] if job.parent else None)
+
     def finish(job: Job, record: dict) -> None:
         nonlocal finished
         finished += 1
@@ -420,7 +424,7 @@ def run_jobs(ctx: Context, jobs: list[Job], slots: list[str], work_dir: str,
                     break
                 job = ready[0]
                 pending.remove(job)
-                init = job.init_checkpoint or (records[job.parent]["checkpoint"] if job.parent else None)
+                init = start_point(job)
                 print(f"\n[{finished + 1}/{total}] fine-tuning {_describe(ctx, job, init)}", flush=True)
                 finish(job, run_job_safely(ctx, job, init))
                 continue
@@ -428,7 +432,7 @@ def run_jobs(ctx: Context, jobs: list[Job], slots: list[str], work_dir: str,
                 job = ready.pop(0)
                 pending.remove(job)
                 gpu = free.pop(0)
-                init = job.init_checkpoint or (records[job.parent]["checkpoint"] if job.parent else None)
+                init = start_point(job)
                 running[gpu] = (job, *_launch(ctx, job, init, gpu, work_dir, len(slots)))
                 print(f"started {_describe(ctx, job, init)} on GPU {gpu}; log: {running[gpu][3]}", flush=True)
             if not running and not ready:
