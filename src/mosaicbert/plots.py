@@ -76,3 +76,31 @@ def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/t
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_time_to_quality(summary: dict, path: str, labels: dict | None = None,
+                         title: str = "Eval masked-LM loss against training time") -> None:
+    """Eval loss against training seconds for each run of a :func:`mosaicbert.pareto.compare` summary,
+    with the baseline's final loss and the time the candidate reaches it marked."""
+    plt = _pyplot()
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name, row in summary["runs"].items():
+        curve = row["curve"]
+        ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "o-", markersize=3,
+                label=labels.get(name, name))
+    target = summary["target_loss"]
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1,
+               label=f"{labels.get(summary['baseline'], summary['baseline'])} final loss {target:.3f}")
+    reached = summary.get("candidate_seconds_to_target")
+    if reached is not None:
+        ax.axvline(reached, color="grey", linestyle=":", linewidth=1,
+                   label=f"reached by {labels.get(summary['candidate'], summary['candidate'])} at {reached:.0f} s")
+    ax.set_xlabel("training time (s; evaluation and compilation excluded)")
+    ax.set_ylabel("eval masked-LM cross entropy (15% masking)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

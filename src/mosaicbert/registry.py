@@ -160,6 +160,18 @@ def build_sample_log(path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
     return SampleLog(path)
 
 
+def build_time_budget(train_seconds: float, eval_every_seconds: Optional[float] = None):
+    from .training.time_budget import TimeBudget
+
+    return TimeBudget(train_seconds, eval_every_seconds)
+
+
+def check_time_budget(kwargs: dict) -> None:
+    from .training.time_budget import check_time_budget
+
+    check_time_budget(kwargs.get("train_seconds"), kwargs.get("eval_every_seconds"))
+
+
 def build_training_summary(print_every_eval: bool = True):
     from .training.callbacks import TrainingSummary
 
@@ -195,6 +207,7 @@ CALLBACKS.register("optimizer_monitor", OptimizerMonitor)
 CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 CALLBACKS.register("training_summary", build_training_summary)
 CALLBACKS.register("sample_log", build_sample_log)
+CALLBACKS.register("time_budget", build_time_budget, check=check_time_budget)
 
 LOGGERS.register("wandb", build_wandb_logger)
 LOGGERS.register("file", build_file_logger)

@@ -68,9 +68,12 @@ class RestoreRNG(Callback):
 
 
 class TrainingSummary(Callback):
-    """Prints, at the end of ``fit``: first and last training loss, eval loss and masked accuracy,
-    real (non-padding) tokens per second of training after the first ``window`` batches (which
-    include compilation), and the latest checkpoint."""
+    """Prints, when the trainer closes after ``fit``: first and last training loss, the last eval loss
+    and masked accuracy, real (non-padding) tokens per second of training after the first ``window``
+    batches (which include compilation), and the latest checkpoint.
+
+    It prints at ``close`` rather than ``fit_end`` because Composer's end-of-training evaluation runs
+    after the ``fit_end`` callbacks."""
 
     def __init__(self, print_every_eval: bool = True, window: int = 20):
         self.print_every_eval = print_every_eval
@@ -81,6 +84,7 @@ class TrainingSummary(Callback):
         self.train_seconds = 0.0
         self._batch_start = 0.0
         self.eval_history: list[tuple[int, dict[str, float]]] = []
+        self._fit_ended = False
 
     def batch_start(self, state: State, logger: Logger) -> None:
         self._batch_start = time.perf_counter()
@@ -104,8 +108,12 @@ class TrainingSummary(Callback):
             print(f"[eval @ batch {int(state.timestamp.batch)}] {shown}", flush=True)
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        if dist.get_global_rank() != 0:
+        self._fit_ended = True
+
+    def close(self, state: State, logger: Logger) -> None:
+        if not self._fit_ended or dist.get_global_rank() != 0:
             return
+        self._fit_ended = False  # print once
         lines = ["", "=" * 72, f"Training summary: {state.run_name}", "-" * 72,
                  f"batches trained          {int(state.timestamp.batch)} ({int(state.timestamp.sample)} samples)"]
         if self.first_losses:

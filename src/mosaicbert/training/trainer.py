@@ -14,6 +14,7 @@ from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
 from ..tokenizer import load_tokenizer
 from .callbacks import RecipeMetadata, RestoreRNG
+from .time_budget import eval_interval_for
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,12 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     optimizer, scheduler, algorithms, callbacks, loggers = build_optimization(cfg, model)
     callbacks.append(RecipeMetadata(model.family.name, model.model.config.to_dict(), cfg.tokenizer_name,
                                     recipe=to_dict(cfg)))
+    kwargs = trainer_kwargs(cfg, device, microbatch)
+    kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
-        loggers=loggers, **trainer_kwargs(cfg, device, microbatch),
+        loggers=loggers, **kwargs,
     )
     restore_rng_mid_epoch(trainer)
     return trainer
