@@ -57,8 +57,10 @@ SCALED = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", nargs="+", required=True, help="training text (files or folders; .txt/.jsonl[.gz])")
-    parser.add_argument("--val", nargs="+", required=True, help="validation text, same forms")
+    parser.add_argument("--train", nargs="+", help="training text (files or folders; .txt/.jsonl[.gz])")
+    parser.add_argument("--val", nargs="+", help="validation text, same forms")
+    parser.add_argument("--mds", default=None, help="an MDS folder with train/ and val/ made by convert_text.py "
+                                                    "(tokenized, seq 128) to use instead of --train/--val")
     parser.add_argument("--task_dir", required=True, help="downstream task folder with train.tsv and dev.tsv "
                                                           "(sentence<TAB>label, as GLUE SST-2)")
     parser.add_argument("--out", default="runs/pareto", help="output folder (default runs/pareto)")
@@ -89,6 +91,13 @@ def prepare_data(args) -> str:
     from mosaicbert.data.convert import convert_text
     from mosaicbert.tokenizer import load_tokenizer
 
+    if args.mds is not None:
+        if not all(os.path.isfile(os.path.join(args.mds, split, "index.json")) for split in ("train", "val")):
+            raise RecipeError(f"--mds {args.mds!r} lacks train/index.json or val/index.json. Make it with "
+                              "scripts/convert_text.py, or pass --train and --val instead.")
+        return args.mds
+    if not args.train or not args.val:
+        raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
     mds = os.path.join(args.out, "mds")
     if all(os.path.isfile(os.path.join(mds, split, "index.json")) for split in ("train", "val")):
         print(f"[pareto] reusing MDS data in {mds}", flush=True)
@@ -115,11 +124,14 @@ def check_run_folders(args) -> None:
 def pretrain_command(name: str, args, mds: str) -> list[str]:
     recipe = MODELS[name][0]
     folder = os.path.join(args.out, name)
+    # Each run reads its own copy: two jobs decompressing shards into one folder at once could collide.
+    data = os.path.join(folder, "data")
+    shutil.copytree(mds, data, ignore=shutil.ignore_patterns("*_small"))
     values = dict(SCALED)
     values.update({
         "run_name": f"pareto-{name}",
         "tokenizer_name": args.tokenizer,
-        "variables.data_local": mds,
+        "variables.data_local": data,
         "save_folder": os.path.join(folder, "checkpoints"),
         "loggers.jsonl.path": os.path.join(folder, "metrics.jsonl"),
         "callbacks.time_budget.train_seconds": args.budget_s,
