@@ -31,6 +31,9 @@ if [ "$phase" = phase2 ]; then
 fi
 
 if [ "$phase" = phase3 ]; then
+  timeout 200 python scripts/scaling.py yamls/mosaicbert-base.yaml --gpus 2 --steps 20 --warmup 8 \
+      --out runs/scaling_no_ddp_optimizer --set variables.data_local=.gpu-data/mds tokenizer_name=$TOK \
+      compile_config.optimize_ddp=false 2>&1 | tail -n 4
   cp -r .gpu-data/mds /tmp/mds_bench; cp -r .gpu-data/mds /tmp/mds_main
   (export CUDA_VISIBLE_DEVICES=0
    common="variables.data_local=/tmp/mds_main tokenizer_name=$TOK eval_loader=null save_folder=null"
@@ -39,12 +42,10 @@ if [ "$phase" = phase3 ]; then
    timeout 270 python main.py yamls/mosaicbert-base.yaml $common global_train_batch_size=512 \
        device_train_microbatch_size=128 max_duration=70ba callbacks.speed_monitor.window_size=40 \
        loggers.jsonl.path=runs/device/main_b512_mb128.jsonl > runs/device/main_b512_mb128.log 2>&1
-   timeout 250 python main.py yamls/mosaicbert-base.yaml $common global_train_batch_size=256 \
-       device_train_microbatch_size=256 max_duration=140ba callbacks.speed_monitor.window_size=40 \
-       loggers.jsonl.path=runs/device/main_b256.jsonl > runs/device/main_b256.log 2>&1) &
+   ) &
   main=$!
-  CUDA_VISIBLE_DEVICES=1 timeout 520 python scripts/benchmark.py --corpus .gpu-data/val.jsonl.gz --tokenizer $TOK \
-      --variants mosaic_bert:flex:compile hf_bert:sdpa:compile --shapes 128x128 128x256 --lengths dataset \
+  CUDA_VISIBLE_DEVICES=1 timeout 280 python scripts/benchmark.py --corpus .gpu-data/val.jsonl.gz --tokenizer $TOK \
+      --variants mosaic_bert:flex:compile hf_bert:sdpa:compile --shapes 128x128 --lengths dataset \
       --mds /tmp/mds_bench --json runs/device/bench_dataset.json > runs/device/bench.log 2>&1
   wait $main
   for f in runs/device/main_*.jsonl; do echo $f; grep "throughput/tokens_per_sec" $f | tail -n 1; done
@@ -52,5 +53,5 @@ if [ "$phase" = phase3 ]; then
 fi
 
 tar czf "$out/$phase.tar.gz" runs/device runs/pareto/*.json runs/pareto/*.md runs/pareto/*.png \
-    runs/pareto/*/metrics.jsonl runs/pareto/*/*.log runs/pareto/*/finetune/results.* runs/scaling 2>/dev/null
+    runs/pareto/*/metrics.jsonl runs/pareto/*/*.log runs/pareto/*/finetune/results.* runs/scaling* 2>/dev/null
 ls -la "$out"

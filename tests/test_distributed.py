@@ -65,3 +65,17 @@ def test_two_process_checkpoint_resumes_in_one_process_with_the_same_samples(tin
     for step in (4, 5, 6):
         both_ranks = two_gpus[step][0] + two_gpus[step][1]
         assert sorted(one_gpu[step][0]) == sorted(both_ranks), f"batch {step} differs after resume"
+
+
+def test_a_time_budget_stops_every_rank_at_the_same_batch(tiny_mds, tmp_path):
+    # Each rank measures its own clock; rank 0's is broadcast, so both stop (and evaluate) together.
+    # A disagreement would leave one rank waiting in a collective until the launcher's timeout.
+    result = launch(2, run_args(tiny_mds, tmp_path, "budget", max_duration="100000ba", save_folder="null",
+                                eval_loader="null", **{"callbacks.time_budget.train_seconds": 3}), tmp_path)
+    trained = [line for line in result.stdout.splitlines() if line.startswith("[time_budget]")]
+    assert len(trained) == 1, result.stdout[-2000:]  # printed by rank 0 only
+    batches = int(trained[0].split()[1])
+    assert 0 < batches < 100000
+    samples = read_samples(tmp_path / "budget" / "samples")
+    assert sorted(samples) == list(range(1, batches + 1))
+    assert all(sorted(ranks) == [0, 1] for ranks in samples.values()), "both ranks ran every batch"

@@ -136,3 +136,21 @@ def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_
     cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path), "hf_bert", max_seq_len=128))
     with pytest.raises(RecipeError, match="max_position_embeddings"):
         build_pretraining_trainer(cfg)
+
+
+def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(tiny_mds, tmp_path):
+    import torch._dynamo
+
+    from mosaicbert.training.trainer import trainer_kwargs
+
+    cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path)) + ["compile_config.optimize_ddp=false",
+                                                                       "compile_config.dynamic=true"])
+    before = torch._dynamo.config.optimize_ddp
+    try:
+        torch._dynamo.config.optimize_ddp = True
+        kwargs = trainer_kwargs(cfg, "cpu", 4)
+        assert kwargs["compile_config"] == {"dynamic": True}  # torch.compile would reject optimize_ddp
+        assert torch._dynamo.config.optimize_ddp is False
+        assert cfg.compile_config["optimize_ddp"] is False  # the recipe itself is left as written
+    finally:
+        torch._dynamo.config.optimize_ddp = before

@@ -75,6 +75,10 @@ def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
 def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
     """Trainer arguments that come straight from the shared top-level keys."""
     parallelism = {"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None
+    compile_config = dict(cfg.compile_config) if cfg.compile_config is not None else None
+    if compile_config is not None and "optimize_ddp" in compile_config:
+        # A dynamo setting rather than a torch.compile argument: how compiled graphs meet DDP's buckets.
+        torch._dynamo.config.optimize_ddp = compile_config.pop("optimize_ddp")
     return dict(
         run_name=cfg.run_name, seed=cfg.seed, device=device, precision=cfg.precision,
         max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
@@ -83,7 +87,7 @@ def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
         save_folder=cfg.save_folder, save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
         load_path=cfg.load_path, load_weights_only=cfg.load_weights_only, autoresume=cfg.autoresume,
-        compile_config=cfg.compile_config, parallelism_config=parallelism,
+        compile_config=compile_config, parallelism_config=parallelism,
         progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval, dist_timeout=cfg.dist_timeout,
         python_log_level=None,
