@@ -4,8 +4,10 @@
 #   bash benchmarks/run_h200_x2.sh phase1 $OUT   # scripts/pareto.py, BERT on GPU 0 and MosaicBERT on GPU 1
 #                                                # (started in the background; this call waits up to 9 min)
 #   bash benchmarks/run_h200_x2.sh phase2 $OUT   # waits for pareto.py, then scripts/scaling.py on 1 and 2 GPUs
-#   bash benchmarks/run_h200_x2.sh phase3 $OUT   # GPU 0: main.py's Composer throughput at two batch shapes;
-#                                                # GPU 1: benchmark.py on the same dataset batches
+#                                                # with torch's default optimize_ddp=true (the recipes' then)
+#   bash benchmarks/run_h200_x2.sh phase3 $OUT   # scaling.py on 2 GPUs with optimize_ddp=false (the recipes' now);
+#                                                # then GPU 0: main.py's Composer throughput at 4 x 128 per step,
+#                                                # GPU 1: benchmark.py on the same dataset batches at 128
 # Expects .gpu-data/{mds,tokenizer,rotten_tomatoes,val.jsonl.gz} (see docs/benchmarks.md) and Composer and
 # streaming importable (PYTHONPATH). Everything lands in runs/; a tarball of the results goes to $2.
 set -u
@@ -27,7 +29,8 @@ if [ "$phase" = phase2 ]; then
   for i in $(seq 1 60); do [ -f runs/pareto/results.json ] && break; pgrep -f scripts/pareto.py > /dev/null || break; sleep 5; done
   tail -n 12 runs/device/pareto.log
   timeout 450 python scripts/scaling.py yamls/mosaicbert-base.yaml --gpus 1 2 --steps 20 --warmup 8 \
-      --out runs/scaling --set variables.data_local=.gpu-data/mds tokenizer_name=$TOK 2>&1 | tail -n 8
+      --out runs/scaling --set variables.data_local=.gpu-data/mds tokenizer_name=$TOK \
+      compile_config.optimize_ddp=true 2>&1 | tail -n 8
 fi
 
 if [ "$phase" = phase3 ]; then
@@ -37,8 +40,7 @@ if [ "$phase" = phase3 ]; then
   cp -r .gpu-data/mds /tmp/mds_bench; cp -r .gpu-data/mds /tmp/mds_main
   (export CUDA_VISIBLE_DEVICES=0
    common="variables.data_local=/tmp/mds_main tokenizer_name=$TOK eval_loader=null save_folder=null"
-   # a: one microbatch of 256 per step (as the benchmark's step); b: 4 microbatches of 128 per step, which is
-   # what one GPU of the recipe's 8-GPU run does (4096 / 8 = 512 samples per GPU per step).
+   # 4 microbatches of 128 per step: what one GPU of the recipe's 8-GPU run does (4096 / 8 = 512 per GPU).
    timeout 270 python main.py yamls/mosaicbert-base.yaml $common global_train_batch_size=512 \
        device_train_microbatch_size=128 max_duration=70ba callbacks.speed_monitor.window_size=40 \
        loggers.jsonl.path=runs/device/main_b512_mb128.jsonl > runs/device/main_b512_mb128.log 2>&1

@@ -5,9 +5,12 @@
 
 For each GPU count N it runs ``composer -n N main.py <recipe>`` for ``--steps`` optimizer steps at the
 recipe's global batch (so N GPUs each take 1/N of it, in the recipe's microbatches), without evaluation or
-checkpoints, and reads Composer's SpeedMonitor from the run's metrics log: the last window (the steps
-after the first ``--warmup``, which include compilation). Scaling efficiency at N GPUs is
-(throughput at N) / (N x throughput at 1). Prints a table, writes ``<out>/scaling.json`` and a plot.
+checkpoints. From the run's metrics log it takes each step's wall time (Composer's ``time/train``) and
+tokens (``time/token``, real tokens over all ranks), and reports the **median** per-step throughput over
+the steps after the first ``--warmup`` (which include compilation): a one-off stall, such as a
+recompilation, does not move it. SpeedMonitor's window over the same steps, which does include such
+stalls, is reported beside it. Scaling efficiency at N GPUs is (median throughput at N) /
+(N x median throughput at 1). Prints a table, writes ``<out>/scaling.json`` and a plot.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -32,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/scaling", help="output folder (default runs/scaling)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra main.py overrides (e.g. variables.data_local=...)")
-    parser.add_argument("--launcher_args", nargs="*", default=[], help="extra composer launcher arguments")
+    parser.add_argument("--launcher_args", default="", help="extra composer launcher arguments, as one string: "
+                                                             "--launcher_args='--master_port 29600'")
+    parser.add_argument("--from_metrics", nargs="+", default=None, metavar="N=PATH",
+                        help="no runs: build the table from existing metrics logs, e.g. 1=a/metrics.jsonl "
+                             "4=b/metrics.jsonl (runs made with the same --steps and --warmup)")
     args = parser.parse_args(argv)
     if args.warmup >= args.steps:
         raise RecipeError(f"--warmup {args.warmup} must be below --steps {args.steps}: the throughput is measured "
@@ -51,7 +59,7 @@ def run_one(n: int, args) -> dict:
         "callbacks": f"{{speed_monitor: {{window_size: {window}}}, training_summary: {{}}}}",
         "loggers": f"{{jsonl: {{path: {metrics}}}}}",
     }
-    command = ([sys.executable, "-m", "composer.cli.launcher", "-n", str(n), *args.launcher_args,
+    command = ([sys.executable, "-m", "composer.cli.launcher", "-n", str(n), *shlex.split(args.launcher_args),
                 os.path.join(REPO, "main.py"), args.recipe]
                + [f"{k}={v}" for k, v in values.items()] + list(args.overrides))
     log_path = os.path.join(folder, "train.log")
@@ -62,35 +70,52 @@ def run_one(n: int, args) -> dict:
         with open(log_path, errors="replace") as f:
             tail = f.read()[-3000:]
         raise RecipeError(f"The {n}-GPU run failed (exit {result.returncode}); end of {log_path}:\n{tail}")
-    return throughput(metrics, args.steps, n)
+    return throughput(metrics, args.steps, n, args.warmup)
 
 
-def throughput(metrics_path: str, steps: int, n: int) -> dict:
-    """SpeedMonitor's figures at the last step (its window covers the steps after the warm-up)."""
-    last = {}
+def throughput(metrics_path: str, steps: int, n: int, warmup: int) -> dict:
+    """Median per-step throughput after ``warmup`` steps, and SpeedMonitor's window at the last step."""
+    import statistics
+
+    clock, tokens, samples, last = {}, {}, {}, {}
     with open(metrics_path) as f:
         for line in f:
             row = json.loads(line)
-            if row.get("step") == steps:
+            step = row.get("step")
+            clock.update({step: row["time/train"] * 3600} if "time/train" in row else {})  # hours -> s
+            tokens.update({step: row["time/token"]} if "time/token" in row else {})
+            samples.update({step: row["time/sample"]} if "time/sample" in row else {})
+            if step == steps:
                 last.update(row)
-    keys = {"tokens_per_s": "throughput/tokens_per_sec", "samples_per_s": "throughput/samples_per_sec",
-            "batches_per_s": "throughput/batches_per_sec"}
-    missing = [k for k in keys.values() if k not in last]
-    if missing:
-        raise RecipeError(f"{metrics_path!r} lacks {missing} at step {steps}: the speed_monitor window did not fill.")
-    record = {name: float(last[key]) for name, key in keys.items()}
-    record.update(gpus=n, tokens_per_s_per_gpu=record["tokens_per_s"] / n)
-    return record
+    timed = [s for s in range(warmup + 1, steps + 1) if {s, s - 1} <= clock.keys() & tokens.keys() & samples.keys()]
+    if not timed or "throughput/tokens_per_sec" not in last:
+        raise RecipeError(f"{metrics_path!r} lacks per-step times or SpeedMonitor figures for steps {warmup + 1}-"
+                          f"{steps}: was the run cut short?")
+    seconds = {s: clock[s] - clock[s - 1] for s in timed}
+    median_seconds = statistics.median(seconds.values())
+    tokens_per_step = statistics.median(tokens[s] - tokens[s - 1] for s in timed)
+    samples_per_step = statistics.median(samples[s] - samples[s - 1] for s in timed)
+    return {
+        "gpus": n,
+        "tokens_per_s": tokens_per_step / median_seconds,
+        "samples_per_s": samples_per_step / median_seconds,
+        "step_seconds": median_seconds,
+        "tokens_per_s_per_gpu": tokens_per_step / median_seconds / n,
+        "slowest_step_seconds": max(seconds.values()),
+        "speed_monitor_tokens_per_s": float(last["throughput/tokens_per_sec"]),
+        "step_seconds_each": [round(seconds[s], 4) for s in timed],
+    }
 
 
 def table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["gpus"] == 1), None)
-    lines = ["| GPUs | real tokens/s | per GPU | samples/s | step s | scaling efficiency |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| GPUs | real tokens/s (median step) | per GPU | step s | slowest step s | SpeedMonitor window | "
+             "scaling efficiency |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         eff = "–" if base is None else f"{100 * r['tokens_per_s'] / (r['gpus'] * base['tokens_per_s']):.1f}%"
         lines.append(f"| {r['gpus']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s_per_gpu']:,.0f} | "
-                     f"{r['samples_per_s']:,.0f} | {1 / r['batches_per_s']:.3f} | {eff} |")
+                     f"{r['step_seconds']:.3f} | {r['slowest_step_seconds']:.3f} | "
+                     f"{r['speed_monitor_tokens_per_s']:,.0f} | {eff} |")
     return "\n".join(lines) + "\n"
 
 
@@ -110,15 +135,27 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def write(rows: list[dict], args) -> None:
+    with open(os.path.join(args.out, "scaling.json"), "w") as f:
+        json.dump({"recipe": args.recipe, "steps": args.steps, "warmup": args.warmup,
+                   "overrides": args.overrides, "results": rows}, f, indent=2)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
     rows = []
-    for n in args.gpus:
-        rows.append(run_one(n, args))
-        print(table(rows), flush=True)
-        with open(os.path.join(args.out, "scaling.json"), "w") as f:
-            json.dump({"recipe": args.recipe, "steps": args.steps, "warmup": args.warmup,
-                       "overrides": args.overrides, "results": rows}, f, indent=2)
+    if args.from_metrics:
+        runs = [item.split("=", 1) for item in args.from_metrics]
+        if any(len(run) != 2 or not run[0].isdigit() for run in runs):
+            raise RecipeError(f"--from_metrics takes N=PATH items (GPU count = metrics log), got {args.from_metrics}.")
+        rows = [throughput(path, args.steps, int(n), args.warmup) for n, path in runs]
+    else:
+        for n in args.gpus:
+            rows.append(run_one(n, args))
+            write(rows, args)  # after every run: a later failure keeps the earlier results
+    write(rows, args)
+    print(table(rows), flush=True)
     plot(rows, os.path.join(args.out, "scaling.png"))
     print(f"results: {os.path.join(args.out, 'scaling.json')}", flush=True)
     return 0
