@@ -1,10 +1,14 @@
-"""Two processes on CPU (gloo) through Composer's launcher: data sharding and elastic resumption."""
+"""Two processes through Composer's launcher: data sharding, elastic resumption and the time budget on CPU
+(gloo); FSDP training and resumption on two CUDA GPUs (skipped without them)."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+
+import pytest
+import torch
 
 from test_train import DEMO, REPO, tiny_overrides
 
@@ -79,3 +83,25 @@ def test_a_time_budget_stops_every_rank_at_the_same_batch(tiny_mds, tmp_path):
     samples = read_samples(tmp_path / "budget" / "samples")
     assert sorted(samples) == list(range(1, batches + 1))
     assert all(sorted(ranks) == [0, 1] for ranks in samples.values()), "both ranks ran every batch"
+
+
+def train_losses(path) -> dict[int, float]:
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss/train/total"] for r in rows if "loss/train/total" in r}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Composer's FSDP needs 2 CUDA GPUs")
+def test_fsdp_on_two_gpus_trains_and_resumes_like_an_uninterrupted_run(tiny_mds, tmp_path):
+    gpu = {"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
+           "fsdp_config": "{sharding_strategy: FULL_SHARD}"}
+    launch(2, run_args(tiny_mds, tmp_path, "full", **gpu,
+                       **{"loggers.jsonl.path": str(tmp_path / "full.jsonl")}), tmp_path)
+    checkpoint = tmp_path / "full" / "ckpt" / "ep0-ba3-rank0.pt"
+    assert checkpoint.is_file()
+    launch(2, run_args(tiny_mds, tmp_path, "resumed", load_path=str(checkpoint), **gpu,
+                       **{"loggers.jsonl.path": str(tmp_path / "resumed.jsonl")}), tmp_path)
+    full, resumed = train_losses(tmp_path / "full.jsonl"), train_losses(tmp_path / "resumed.jsonl")
+    assert sorted(resumed) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-3), f"batch {step} after the FSDP resume"

@@ -31,6 +31,9 @@ def resolve_device(cfg: TrainerConfig) -> str:
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     if device == "gpu" and not torch.cuda.is_available():
         raise RecipeError("device=gpu but no CUDA GPU is visible. Run on a GPU machine or set device=cpu precision=fp32.")
+    if device == "cpu" and cfg.fsdp_config is not None:
+        raise RecipeError("fsdp_config is set, but Composer's FSDP runs only on CUDA GPUs. Remove fsdp_config "
+                          "(fsdp_config=null) for a CPU run; DDP over CPU processes works without it.")
     if device == "cpu" and cfg.precision != "fp32":
         raise RecipeError(f"precision={cfg.precision} needs a GPU (Composer runs only fp32 on CPU). "
                           "Set precision=fp32 for CPU runs, or run on a GPU.")
