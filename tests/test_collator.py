@@ -151,3 +151,21 @@ def test_host_side_row_sizes_match_the_tensors(tok):
     _, out = collate_all(collator, make_examples(tok, 300))
     assert out["row_lengths"].tolist() == out["attention_mask"].sum(axis=1).tolist()
     assert out["row_masked"].tolist() == (out["labels"] != -100).sum(axis=1).tolist()
+
+
+def test_split_batch_keeps_host_lists_with_their_rows_and_leaves_a_short_batch_whole(recwarn):
+    import torch
+
+    from mosaicbert.data.mlm_collator import split_batch
+
+    batch = {"input_ids": torch.arange(10).view(10, 1), "row_lengths": list(range(10)),
+             "sample_idx": [100 + i for i in range(10)], "flag": True}
+    pieces = split_batch(batch, 4)
+    assert [len(p["input_ids"]) for p in pieces] == [4, 4, 2]
+    for piece in pieces:
+        assert piece["row_lengths"] == piece["input_ids"].view(-1).tolist()
+        assert piece["sample_idx"] == [100 + i for i in piece["row_lengths"]]
+        assert piece["flag"] is True
+    short = {"input_ids": torch.zeros(3, 2), "row_lengths": [1, 2, 3]}
+    assert split_batch(short, 128) == [short]
+    assert not [w for w in recwarn if "Cannot split" in str(w.message)]

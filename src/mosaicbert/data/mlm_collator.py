@@ -59,6 +59,18 @@ def row_masked(batch: dict) -> list[int]:
     return (batch["labels"] != -100).sum(dim=1).tolist()
 
 
+def split_batch(batch: dict, microbatch_size: int) -> list[dict]:
+    """Composer's ``split_batch`` for this project's dict batches: tensors along dim 0, host-side lists
+    (``row_lengths``, ``row_masked``, ``sample_idx``) alike. A batch no larger than a microbatch is
+    returned whole, without Composer's warning (the last, short eval batch of every evaluation)."""
+    size = len(batch["input_ids"])
+    if size <= microbatch_size:
+        return [batch]
+    starts = range(0, size, microbatch_size)
+    return [{key: value[start:start + microbatch_size] if isinstance(value, (torch.Tensor, list, tuple)) else value
+             for key, value in batch.items()} for start in starts]
+
+
 def check_masking_args(mlm_probability: float, pad_to: str) -> None:
     """The collator's settings, checked in one place for the collator and for recipe validation."""
     if not 0.0 < float(mlm_probability) < 1.0:

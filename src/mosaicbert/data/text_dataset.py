@@ -15,7 +15,7 @@ from composer.core import DataSpec
 from streaming import StreamingDataLoader, StreamingDataset
 
 from ..errors import RecipeError
-from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths
+from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -250,4 +250,4 @@ def build_text_dataloader(
         generator=torch.Generator(),
     )
     return DataSpec(dataloader, get_num_samples_in_batch=_num_samples_in_batch,
-                    get_num_tokens_in_batch=_num_tokens_in_batch)
+                    get_num_tokens_in_batch=_num_tokens_in_batch, split_batch=split_batch)

@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 from composer import Trainer
-from composer.core import Callback, Evaluator, State
+from composer.core import Callback, DataSpec, Evaluator, State
 from composer.loggers import Logger
 from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
@@ -53,6 +53,7 @@ from ..checkpoints import Weights, load_weights, read_weights
 from ..composer_models import (FAMILIES, RUN_ONLY_CONFIG_KEYS, TASK_LABEL_KEYS, ComposerClassifier,
                                check_config_keys, check_max_seq_len, make_config, padded_vocab_size)
 from ..config import to_dict, validate
+from ..data.mlm_collator import split_batch
 from ..errors import RecipeError
 from ..tokenizer import hub_reachable, load_tokenizer
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
@@ -272,9 +273,10 @@ def job_config(cfg: FinetuneConfig, plan: TaskPlan, job: Job) -> FinetuneConfig:
 
 def _loader(dataset, batch_size: int, train: bool, seed: int, cfg: FinetuneConfig, collator, device: str):
     sampler = dist.get_sampler(dataset, shuffle=train, drop_last=train, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, drop_last=train,
-                      num_workers=cfg.num_workers, pin_memory=device == "gpu",
-                      persistent_workers=cfg.num_workers > 0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, drop_last=train,
+                        num_workers=cfg.num_workers, pin_memory=device == "gpu",
+                        persistent_workers=cfg.num_workers > 0)
+    return DataSpec(loader, split_batch=split_batch)
 
 
 def run_job(ctx: Context, job: Job, init_checkpoint: Optional[str] = None) -> dict[str, Any]:
