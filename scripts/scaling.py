@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="no runs: build the table from existing metrics logs, e.g. 1=a/metrics.jsonl "
                              "4=b/metrics.jsonl (runs made with the same --steps and --warmup)")
     args = parser.parse_args(argv)
+    if args.warmup < 1:
+        raise RecipeError(f"--warmup {args.warmup}: use at least 1. The first step includes compilation, and "
+                          "Composer's SpeedMonitor needs one step before its window.")
     if args.warmup >= args.steps:
         raise RecipeError(f"--warmup {args.warmup} must be below --steps {args.steps}: the throughput is measured "
                           "over the steps after the warm-up.")
@@ -77,16 +80,16 @@ def throughput(metrics_path: str, steps: int, n: int, warmup: int) -> dict:
     """Median per-step throughput after ``warmup`` steps, and SpeedMonitor's window at the last step."""
     import statistics
 
+    from mosaicbert.training.callbacks import read_jsonl
+
     clock, tokens, samples, last = {}, {}, {}, {}
-    with open(metrics_path) as f:
-        for line in f:
-            row = json.loads(line)
-            step = row.get("step")
-            clock.update({step: row["time/train"] * 3600} if "time/train" in row else {})  # hours -> s
-            tokens.update({step: row["time/token"]} if "time/token" in row else {})
-            samples.update({step: row["time/sample"]} if "time/sample" in row else {})
-            if step == steps:
-                last.update(row)
+    for row in read_jsonl(metrics_path):
+        step = row.get("step")
+        clock.update({step: row["time/train"] * 3600} if "time/train" in row else {})  # hours -> s
+        tokens.update({step: row["time/token"]} if "time/token" in row else {})
+        samples.update({step: row["time/sample"]} if "time/sample" in row else {})
+        if step == steps:
+            last.update(row)
     timed = [s for s in range(warmup + 1, steps + 1) if {s, s - 1} <= clock.keys() & tokens.keys() & samples.keys()]
     if not timed or "throughput/tokens_per_sec" not in last:
         raise RecipeError(f"{metrics_path!r} lacks per-step times or SpeedMonitor figures for steps {warmup + 1}-"

@@ -15,9 +15,10 @@ from test_train import DEMO, REPO, tiny_overrides
 COMPOSER = shutil.which("composer") or os.path.join(os.path.dirname(sys.executable), "composer")
 
 
-def launch(nproc: int, args: list[str], cwd) -> subprocess.CompletedProcess:
+def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "main.py"),
+           recipe: list[str] = (DEMO,)) -> subprocess.CompletedProcess:
     command = [COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
-               os.path.join(REPO, "main.py"), DEMO, *args]
+               script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
@@ -72,17 +73,14 @@ def test_two_process_checkpoint_resumes_in_one_process_with_the_same_samples(tin
 
 
 def test_a_time_budget_stops_every_rank_at_the_same_batch(tiny_mds, tmp_path):
-    # Each rank measures its own clock; rank 0's is broadcast, so both stop (and evaluate) together.
-    # A disagreement would leave one rank waiting in a collective until the launcher's timeout.
-    result = launch(2, run_args(tiny_mds, tmp_path, "budget", max_duration="100000ba", save_folder="null",
-                                eval_loader="null", **{"callbacks.time_budget.train_seconds": 3}), tmp_path)
-    trained = [line for line in result.stdout.splitlines() if line.startswith("[time_budget]")]
-    assert len(trained) == 1, result.stdout[-2000:]  # printed by rank 0 only
-    batches = int(trained[0].split()[1])
-    assert 0 < batches < 100000
-    samples = read_samples(tmp_path / "budget" / "samples")
-    assert sorted(samples) == list(range(1, batches + 1))
-    assert all(sorted(ranks) == [0, 1] for ranks in samples.values()), "both ranks ran every batch"
+    # Rank 1's clock runs twice as fast as rank 0's. Rank 0's clock is broadcast, so both train the 20
+    # batches of 0.5 s that rank 0 measures and evaluate together; on its own clock rank 1 would stop
+    # after 10 and leave rank 0 waiting in a collective.
+    out = tmp_path / "budget"
+    out.mkdir()
+    launch(2, [tiny_mds, str(out)], tmp_path, script=os.path.join(REPO, "tests", "budget_worker.py"), recipe=[])
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == {"batches": 20, "evals_at": [6, 12, 18, 20]}
 
 
 def train_losses(path) -> dict[int, float]:

@@ -96,3 +96,48 @@ def test_eval_every_seconds_must_be_positive(tiny_mds, tmp_path):
                                                            "callbacks.time_budget.eval_every_seconds=0"]
     with pytest.raises(RecipeError, match="eval_every_seconds"):
         load_config(DEMO, overrides)
+
+
+def test_an_epoch_upper_bound_stops_at_the_end_of_the_epoch(tiny_mds, tmp_path):
+    fake = FakeTime()
+    trainer, budget = budget_trainer(tiny_mds, tmp_path, fake, "max_duration=1ep",
+                                     "callbacks.time_budget.train_seconds=1000",
+                                     "train_loader.split=train_small")  # 200 samples: 25 batches of 8
+    trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 25 == trainer.state.dataloader_len
+    trainer.close()
+
+
+def test_every_evaluator_gets_the_same_answer_at_a_batch(tiny_mds, tmp_path):
+    from composer.core import Event
+
+    trainer, budget = budget_trainer(tiny_mds, tmp_path, FakeTime())
+    budget.elapsed = 3.5  # past the first 3 s mark
+    assert [budget.eval_due(trainer.state, Event.BATCH_END) for _ in range(3)] == [True, True, True]
+    trainer.close()
+
+
+def test_a_resumed_run_spends_only_what_is_left_of_the_budget(tiny_mds, tmp_path):
+    from test_train import CrashAt
+
+    saving = ["save_folder=" + str(tmp_path / "ckpt"), "save_interval=4ba"]
+    full_fake, part_fake, resumed_fake = FakeTime(), FakeTime(), FakeTime()
+    full, _ = budget_trainer(tiny_mds, tmp_path / "full", full_fake)
+    full.fit()
+    full.close()
+
+    part, _ = budget_trainer(tiny_mds, tmp_path / "part", part_fake, *saving)
+    part.state.callbacks.append(CrashAt(9))  # dies after the batch-8 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    part.close()
+
+    resumed, budget = budget_trainer(tiny_mds, tmp_path / "resumed", resumed_fake,
+                                     "load_path=" + str(tmp_path / "ckpt" / "ep0-ba8-rank0.pt"))
+    assert budget.resumed_seconds == pytest.approx(4.0)  # 8 batches of 0.5 s (batch 1's compile left out)
+    resumed.fit()
+    # The same 20 batches and evaluations as the uninterrupted run, not 8 + another full budget.
+    assert int(resumed.state.timestamp.batch) == int(full.state.timestamp.batch) == 20
+    assert budget.elapsed == pytest.approx(10.0)
+    assert resumed_fake.evals_at == [12, 18, 20] and full_fake.evals_at == [6, 12, 18, 20]
+    resumed.close()

@@ -120,6 +120,7 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     (["tokenizer_name=/no/such/tokenizer"], "could not be loaded"),
     (["precision=amp_bf16"], "needs a GPU"),
     (["fsdp_config={sharding_strategy: FULL_SHARD}"], "FSDP runs only on CUDA GPUs"),
+    (["compile_config.optimize_ddp=flase"], "optimize_ddp='flase' is not valid"),
 ])
 def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override

@@ -211,6 +211,19 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
     return raw
 
 
+# torch._dynamo.config.optimize_ddp's values (torch 2.6 to 2.11).
+OPTIMIZE_DDP_MODES = ("ddp_optimizer", "python_reducer", "python_reducer_without_compiled_forward", "no_optimization")
+
+
+def check_compile_config(compile_config: Optional[dict]) -> None:
+    """``compile_config.optimize_ddp`` is ours (a dynamo setting, not a torch.compile argument): check it."""
+    value = (compile_config or {}).get("optimize_ddp", True)
+    if not isinstance(value, bool) and value not in OPTIMIZE_DDP_MODES:
+        raise RecipeError(f"compile_config.optimize_ddp={value!r} is not valid. Use true, false, or one of "
+                          f"{', '.join(OPTIMIZE_DDP_MODES)} (torch._dynamo.config.optimize_ddp); the recipes use "
+                          "false.")
+
+
 def validate(raw: dict, schema: type = PretrainConfig):
     """Check a raw recipe dict against a schema and the registries; return the schema instance."""
     from . import registry  # the registries import Composer and the model; keep config import light
@@ -219,6 +232,7 @@ def validate(raw: dict, schema: type = PretrainConfig):
     check_keys(raw, allowed, required, where="")
     cfg = schema(**raw)
     registry.validate_sections(cfg)
+    check_compile_config(cfg.compile_config)
     return cfg
 
 

@@ -25,19 +25,16 @@ CLOCK_KEY = "time/train_seconds"
 
 def eval_curve(metrics_path: str) -> list[dict[str, float]]:
     """``[{"step", "seconds", "loss", "accuracy"}]`` for every evaluation in a metrics log, in order."""
+    from .training.callbacks import read_jsonl
+
     clock: dict[int, float] = {}
     evals: dict[int, dict[str, float]] = {}
     try:
-        with open(metrics_path, errors="replace") as f:
-            lines = f.readlines()
+        rows = read_jsonl(metrics_path)
     except FileNotFoundError:
         raise RecipeError(f"No metrics log at {metrics_path!r}: the pretraining run did not start or logs "
                           "elsewhere (loggers.jsonl.path).") from None
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
+    for row in rows:
         step = row.get("step")
         if step is None:
             continue
@@ -77,10 +74,10 @@ def downstream_accuracy(results_path: str, task: str) -> dict[str, float]:
     except FileNotFoundError:
         raise RecipeError(f"No fine-tuning results at {results_path!r}: glue.py did not finish.") from None
     stats = results.get("tasks", {}).get(task, {})
-    key = next((k for k in stats if k.endswith("accuracy")), None)
-    if key is None:
-        raise RecipeError(f"{results_path!r} has no accuracy for task {task!r}; it has {sorted(stats)}.")
-    return dict(stats[key])
+    if "accuracy" not in stats:
+        raise RecipeError(f"{results_path!r} has no 'accuracy' for task {task!r} (it has {sorted(stats)}): the "
+                          "task's metrics must include accuracy.")
+    return dict(stats["accuracy"])
 
 
 def compare(runs: Mapping[str, Mapping[str, Any]], baseline: str, candidate: str) -> dict[str, Any]:

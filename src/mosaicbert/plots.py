@@ -52,16 +52,12 @@ def plot_throughput(results: list[dict], path: str, title: str = "Pretraining st
 def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/train/total",
                  "metrics/eval/LanguageCrossEntropy")) -> None:
     """Loss curves from JSONLinesLogger files (one line per logged step)."""
+    from .training.callbacks import read_jsonl
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for file in paths:
-        rows = []
-        with open(file, errors="replace") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a crash: skip it, keep the rest
-                    continue
+        rows = read_jsonl(file)
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if key in r and r.get("step") is not None]
             if points:

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -309,9 +308,7 @@ def run_job(ctx: Context, job: Job, init_checkpoint: Optional[str] = None) -> di
                       schedulers=scheduler, algorithms=algorithms, callbacks=callbacks, loggers=loggers,
                       **trainer_kwargs(jcfg, device, microbatch))
     try:
-        with warnings.catch_warnings():  # Composer on a last eval batch smaller than the others
-            warnings.filterwarnings("ignore", message="Cannot split tensor of length")
-            trainer.fit()
+        trainer.fit()
         batches = int(trainer.state.timestamp.batch)
         if any(final_eval.latest.get(split, (-1,))[0] != batches for split in plan.spec.eval_splits):
             trainer.eval()  # evaluation was off during training (eval_interval: 0)

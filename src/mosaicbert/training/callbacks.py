@@ -174,6 +174,18 @@ def latest_checkpoint(state: State) -> Optional[str]:
     return None
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The rows of a :class:`JSONLinesLogger` file, skipping a line cut short by a crash."""
+    rows = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
 class JSONLinesLogger(LoggerDestination):
     """Writes ``{"step": batch, metric: value, ...}`` lines to ``path`` (rank 0 only).
 

@@ -19,7 +19,8 @@ end), instead of at ``eval_interval``. The clock is logged as ``time/train_secon
 eval metrics in the JSON-lines log can be plotted against training time (``scripts/pareto.py`` does).
 
 On several GPUs, rank 0's clock decides for all ranks (it is broadcast each batch), so every rank stops
-and evaluates at the same batch.
+and evaluates at the same batch. The clock is saved in checkpoints: a resumed run spends only what is
+left of the budget.
 """
 
 from __future__ import annotations
@@ -66,21 +67,26 @@ class TimeBudget(Callback):
         self.graph_count = graph_count
         self.batch_times: deque[float] = deque(maxlen=window)
         self.elapsed = 0.0          # the training clock, as of the last batch end (rank 0's)
+        self.resumed_seconds = 0.0  # the clock at the checkpoint this run resumed from
+        # Left out of the clock in this process (since fit started):
         self.compile_batches = 0    # batches charged the median instead of their own time
         self.compile_seconds = 0.0  # their own time, in total
         self.eval_seconds = 0.0
         self.upper_bound: Optional[Time] = None
+        self._on_gpu = False
+        self._device = None
         self._fit_start = 0.0
         self._batch_start = 0.0
         self._graphs_at_batch_start = 0
         self._eval_start = 0.0
         self._next_eval = self.eval_every_seconds
         self._last_eval_batch = -1
+        self._eval_answer: tuple = (None, False)  # ((batch, event), answer): Composer asks once per evaluator
         self._reported = False
 
     # -- the clock -------------------------------------------------------------------------------
     def _now(self) -> float:
-        if torch.cuda.is_available():
+        if self._on_gpu:
             torch.cuda.synchronize()  # the GPU's queued work belongs to the batch that queued it
         return self.clock()
 
@@ -89,12 +95,29 @@ class TimeBudget(Callback):
 
     def _training_clock(self, now: float) -> float:
         typical = self.typical_batch_seconds() or 0.0
-        return (now - self._fit_start - self.eval_seconds - self.compile_seconds
+        return (self.resumed_seconds + now - self._fit_start - self.eval_seconds - self.compile_seconds
                 + self.compile_batches * typical)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"elapsed": self.elapsed, "next_eval": self._next_eval, "last_eval_batch": self._last_eval_batch,
+                "batch_times": list(self.batch_times)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.elapsed = self.resumed_seconds = float(state["elapsed"])
+        self._next_eval = state["next_eval"] if self.eval_every_seconds is not None else None
+        self._last_eval_batch = int(state["last_eval_batch"])
+        self.batch_times.extend(state["batch_times"])
 
     # -- events ----------------------------------------------------------------------------------
     def fit_start(self, state: State, logger: Logger) -> None:
-        self.upper_bound = state.max_duration
+        self._on_gpu = state.device.name == "gpu"
+        self._device = state.device
+        bound = state.max_duration
+        if bound is not None and bound.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
+            # Epochs only count up after the last batch's events, too late to stop there: use batches.
+            bound = Time(int(bound.value) * int(state.dataloader_len), TimeUnit.BATCH)
+        self.upper_bound = bound
         self._fit_start = self._now()
 
     def before_dataloader(self, state: State, logger: Logger) -> None:
@@ -110,7 +133,8 @@ class TimeBudget(Callback):
         else:
             self.batch_times.append(seconds)
         typical = self.typical_batch_seconds()
-        shared = _from_rank_zero([self._training_clock(now), typical if typical is not None else -1.0])
+        shared = _from_rank_zero([self._training_clock(now), typical if typical is not None else -1.0],
+                                 self._device)
         self.elapsed, typical = shared[0], (shared[1] if shared[1] >= 0 else None)
         logger.log_metrics({"time/train_seconds": self.elapsed})
 
@@ -141,29 +165,37 @@ class TimeBudget(Callback):
         # At close, not fit_end: Composer's end-of-training evaluation runs after fit_end.
         if int(state.timestamp.batch) > 0 and dist.get_global_rank() == 0 and not self._reported:
             self._reported = True
-            print(f"[time_budget] {int(state.timestamp.batch)} batches in {self.elapsed:.1f} s of training "
+            resumed = f", {self.resumed_seconds:.1f} s of it before resuming" if self.resumed_seconds else ""
+            print(f"[time_budget] {int(state.timestamp.batch)} batches in {self.elapsed:.1f} s of training{resumed} "
                   f"(budget {self.train_seconds:g} s; left out: {self.eval_seconds:.1f} s of evaluation, "
                   f"{self.compile_batches} batch(es) that compiled, {self.compile_seconds:.1f} s)", flush=True)
 
     # -- evaluation schedule (given to Composer as eval_interval) ----------------------------------
     def eval_due(self, state: State, event: Event) -> bool:
         """Composer's ``eval_interval`` callable: true when the clock passed the next multiple of
-        ``eval_every_seconds``, and at the end of training unless that batch was just evaluated."""
+        ``eval_every_seconds``, and at the end of training unless that batch was just evaluated.
+        Composer asks once per evaluator: every evaluator gets the same answer at a given batch."""
+        key = (int(state.timestamp.batch), event)
+        if self._eval_answer[0] == key:
+            return self._eval_answer[1]
         if event == Event.FIT_END:
-            return int(state.timestamp.batch) != self._last_eval_batch
-        if event != Event.BATCH_END or self._next_eval is None or self.elapsed < self._next_eval:
-            return False
-        while self._next_eval <= self.elapsed:
-            self._next_eval += self.eval_every_seconds
-        return True
+            due = key[0] != self._last_eval_batch
+        elif event != Event.BATCH_END or self._next_eval is None or self.elapsed < self._next_eval:
+            due = False
+        else:
+            while self._next_eval <= self.elapsed:
+                self._next_eval += self.eval_every_seconds
+            due = True
+        self._eval_answer = (key, due)
+        return due
 
 
-def _from_rank_zero(values: list[float]) -> list[float]:
-    """Rank 0's values on every rank (so all ranks stop and evaluate at the same batch)."""
+def _from_rank_zero(values: list[float], device) -> list[float]:
+    """Rank 0's values on every rank (so all ranks stop and evaluate at the same batch). ``device`` is
+    Composer's device of the run (the tensor goes where the process group communicates)."""
     if dist.get_world_size() == 1:
         return values
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = device.tensor_to_device(torch.tensor(values, dtype=torch.float64))
     dist.broadcast(tensor, src=0)
     return tensor.tolist()
 
