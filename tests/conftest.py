@@ -1,5 +1,6 @@
 """Shared fixtures: a small English-like corpus converted to MDS, made in a temp dir per session."""
 
+import gc
 import os
 import random
 
@@ -43,3 +44,33 @@ def tiny_mds(tmp_path_factory):
     out = root / "mds"
     convert_text([str(source)], str(out), val_fraction=0.1, train_small=200, val_small=50, progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """bert-base-uncased (the offline copy: tests never touch the hub)."""
+    from mosaicbert.tokenizer import load_tokenizer
+
+    return load_tokenizer("bert-base-uncased")
+
+
+@pytest.fixture()
+def fresh_shared_memory():
+    """Streaming's shared memory from earlier tests released before, and datasets collected after.
+    Opt in with ``pytestmark = pytest.mark.usefixtures("fresh_shared_memory")``."""
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    yield
+    gc.collect()
+
+
+@pytest.fixture()
+def offline_hub(monkeypatch):
+    """The hub counts as unreachable, and the cached reachability probe is forgotten."""
+    from mosaicbert.tokenizer import hub_reachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()

@@ -4,12 +4,9 @@ import pytest
 
 from mosaicbert.checkpoints import read_weights
 from mosaicbert.errors import RecipeError
-from mosaicbert.tokenizer import hub_reachable
 
 
-def test_hub_name_without_the_hub_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub_reachable.cache_clear()
+def test_hub_name_without_the_hub_is_a_clear_error(offline_hub):
     with pytest.raises(RecipeError, match="hub is not reachable"):
         read_weights("bert-base-uncased")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streaming import StreamingDataset
-from streaming.base.util import clean_stale_shared_memory
 
 from mosaicbert.data import convert
 from mosaicbert.data.convert import chunk_text, convert_c4, convert_text, is_val_document, iter_hf_texts
@@ -19,10 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "train_small", "val_small")
 
 
-@pytest.fixture(autouse=True)
-def _clean_shm():
-    clean_stale_shared_memory()
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_shared_memory")
 
 
 def load_script(name):

@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from streaming.base.util import clean_stale_shared_memory
 
 from mosaicbert.data.demo_corpus import (CORPUS_FILE, build_demo_corpus, demo_corpus_exists, is_prose,
                                          markup_to_paragraphs, python_docstrings)
@@ -119,10 +118,7 @@ def make_site_packages(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _clean_shm():
-    clean_stale_shared_memory()
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_shared_memory")
 
 
 def read_corpus(out: Path):

@@ -7,7 +7,6 @@ sentences made up or abridged).
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer
 
 import mosaicbert.finetune.tsv as tsv
 from mosaicbert.errors import RecipeError
@@ -20,7 +19,6 @@ from mosaicbert.finetune import (
     load_task_split,
     load_task_splits,
 )
-from mosaicbert.tokenizer import load_tokenizer, offline_bert_uncased_dir
 
 MNLI_TRAIN_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
                      "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
@@ -173,12 +171,6 @@ def glue_dir(tmp_path):
 def no_hub(monkeypatch):
     """Tests never touch the network: the hub counts as unreachable unless a test says otherwise."""
     monkeypatch.setattr(tsv, "hub_reachable", lambda: False)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    folder = offline_bert_uncased_dir()  # skips the hub probe when the offline files are installed
-    return AutoTokenizer.from_pretrained(str(folder)) if folder else load_tokenizer("bert-base-uncased")
 
 
 def custom(**overrides):

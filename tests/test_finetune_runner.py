@@ -32,7 +32,6 @@ from mosaicbert.finetune.runner import (
     run_jobs,
 )
 from mosaicbert.model import MosaicBertForMaskedLM
-from mosaicbert.tokenizer import load_tokenizer
 from mosaicbert.training.callbacks import RecipeMetadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,11 +49,6 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tokenizer():
-    return load_tokenizer("bert-base-uncased")
 
 
 def tiny_config(family: str, tokenizer):

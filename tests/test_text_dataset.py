@@ -10,26 +10,15 @@ import pytest
 import torch
 from composer.core import DataSpec
 from streaming import MDSWriter
-from streaming.base.util import clean_stale_shared_memory
 
 from mosaicbert.data.convert import convert_text
 from mosaicbert.data.text_dataset import StreamingTextDataset, build_text_dataloader
 from mosaicbert.errors import RecipeError
-from mosaicbert.tokenizer import load_tokenizer
 
 SEQ = 32
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("bert-base-uncased")
-
-
-@pytest.fixture(autouse=True)
-def _clean_shm():
-    clean_stale_shared_memory()
-    yield
-    gc.collect()  # release datasets (and their shared memory) before the next test
+pytestmark = pytest.mark.usefixtures("fresh_shared_memory")
 
 
 def texts(n=100):
@@ -53,44 +42,44 @@ def write_tokenized(folder, rows, encoding):
             writer.write({"input_ids": ids if encoding == "ndarray" else ids.tobytes()})
 
 
-def test_text_samples(tok, text_mds):
-    dataset = StreamingTextDataset(tok, SEQ, local=str(text_mds), split="train", batch_size=4)
+def test_text_samples(tokenizer, text_mds):
+    dataset = StreamingTextDataset(tokenizer, SEQ, local=str(text_mds), split="train", batch_size=4)
     originals = [t.strip() for t in texts()]
     for idx in (0, 1, dataset.num_samples - 1):
         item = dataset[idx]
         assert item["sample_idx"] == idx and "epoch" not in item  # random access: no epoch
         ids = item["input_ids"]
         assert ids.dtype == np.int64 and len(ids) <= SEQ
-        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+        assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
         text = dataset.get_item(idx)["text"]
         assert text in originals
-        assert ids.tolist() == tok(text, truncation=True, max_length=SEQ)["input_ids"]
+        assert ids.tolist() == tokenizer(text, truncation=True, max_length=SEQ)["input_ids"]
 
 
-def test_long_text_shortcut_matches_full_tokenization(tok, text_mds):
-    dataset = StreamingTextDataset(tok, 16, local=str(text_mds), split="val")
+def test_long_text_shortcut_matches_full_tokenization(tokenizer, text_mds):
+    dataset = StreamingTextDataset(tokenizer, 16, local=str(text_mds), split="val")
     long_text = " ".join(f"word{i} is here, and there." for i in range(2000))
-    expected = tok(long_text, truncation=True, max_length=16)["input_ids"]
+    expected = tokenizer(long_text, truncation=True, max_length=16)["input_ids"]
     assert dataset.tokenize(long_text).tolist() == expected
     # Long text made of very long "words": the character cut gives too few tokens, the full text is used.
     odd = " ".join(["x" * 150] * 40)
-    assert dataset.tokenize(odd).tolist() == tok(odd, truncation=True, max_length=16)["input_ids"]
+    assert dataset.tokenize(odd).tolist() == tokenizer(odd, truncation=True, max_length=16)["input_ids"]
 
 
 @pytest.mark.parametrize("encoding", ["ndarray", "bytes"])
-def test_pretokenized_samples(tok, tmp_path, encoding):
-    cls, sep = tok.cls_token_id, tok.sep_token_id
+def test_pretokenized_samples(tokenizer, tmp_path, encoding):
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     rows = [[cls, 2000, 2001, sep], [cls] + list(range(3000, 3100)) + [sep], [cls] + list(range(4000, 4050))]
-    write_tokenized(tmp_path / "tok", rows, encoding)
-    dataset = StreamingTextDataset(tok, 10, local=str(tmp_path / "tok"))
+    write_tokenized(tmp_path / "tokenizer", rows, encoding)
+    dataset = StreamingTextDataset(tokenizer, 10, local=str(tmp_path / "tokenizer"))
     assert dataset[0]["input_ids"].tolist() == rows[0]
     long = dataset[1]["input_ids"]
     assert long.dtype == np.int64 and long.tolist() == [cls] + list(range(3000, 3008)) + [sep]  # keeps [SEP]
     assert dataset[2]["input_ids"].tolist() == rows[2][:10]  # no final [SEP]: plain cut
 
 
-def test_epoch_is_reported_while_iterating(tok, text_mds):
-    dataset = StreamingTextDataset(tok, SEQ, local=str(text_mds), split="val_small", batch_size=1)
+def test_epoch_is_reported_while_iterating(tokenizer, text_mds):
+    dataset = StreamingTextDataset(tokenizer, SEQ, local=str(text_mds), split="val_small", batch_size=1)
     first_epoch = list(dataset)
     second_epoch = list(dataset)
     assert {item["epoch"] for item in first_epoch} == {0}
@@ -109,8 +98,8 @@ def test_signature_for_config_validation():
     assert required == ["tokenizer", "max_seq_len", "device_batch_size", "local"]
 
 
-def test_dataloader_batches(tok, text_mds):
-    spec = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=8, local=str(text_mds),
+def test_dataloader_batches(tokenizer, text_mds):
+    spec = build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=8, local=str(text_mds),
                                  split="train", num_workers=0, mlm_probability=0.3)
     assert isinstance(spec, DataSpec)
     batches = list(spec.dataloader)
@@ -126,14 +115,14 @@ def test_dataloader_batches(tok, text_mds):
     mask = torch.cat([b["attention_mask"] for b in batches])
     assert 0.15 < (labels != -100).sum() / mask.sum() < 0.35
 
-    longest = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
+    longest = build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
                                     split="val", num_workers=0, pad_to="longest", drop_last=False)
     for batch in longest.dataloader:  # each batch is as wide as its longest sample
         assert batch["input_ids"].shape[1] == int(batch["attention_mask"].sum(1).max()) <= SEQ
 
 
-def test_same_batches_with_workers_and_exact_resumption(tok, text_mds):
-    common = dict(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds), split="train",
+def test_same_batches_with_workers_and_exact_resumption(tokenizer, text_mds):
+    common = dict(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds), split="train",
                   shuffle=True, mlm_probability=0.3)
 
     def same_batches(ours, theirs):
@@ -165,10 +154,10 @@ def test_same_batches_with_workers_and_exact_resumption(tok, text_mds):
     same_batches(list(parallel.dataloader), reference)
 
 
-def test_iterating_leaves_the_global_torch_rng_alone(tok, text_mds):
+def test_iterating_leaves_the_global_torch_rng_alone(tokenizer, text_mds):
     # Composer restores the global RNG (dropout) from checkpoints; building a dataloader iterator must
     # not draw from it, or a resumed run would drift from an uninterrupted one.
-    spec = build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
+    spec = build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4, local=str(text_mds),
                                  split="val", num_workers=0)
     before = torch.get_rng_state()
     list(spec.dataloader)
@@ -176,8 +165,8 @@ def test_iterating_leaves_the_global_torch_rng_alone(tok, text_mds):
     assert torch.equal(before, torch.get_rng_state())
 
 
-def test_missing_data_errors(tok, tmp_path, text_mds):
-    kwargs = dict(tokenizer=tok, max_seq_len=SEQ, device_batch_size=4)
+def test_missing_data_errors(tokenizer, tmp_path, text_mds):
+    kwargs = dict(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4)
     missing = tmp_path / "nowhere"
     with pytest.raises(RecipeError) as err:
         build_text_dataloader(**kwargs, local=str(missing), split="train")
@@ -193,9 +182,9 @@ def test_missing_data_errors(tok, tmp_path, text_mds):
         build_text_dataloader(**kwargs, local=str(text_mds), split="train", pad_to="max_length")
 
 
-def test_empty_split_error(tok, tmp_path):
+def test_empty_split_error(tokenizer, tmp_path):
     (tmp_path / "one.txt").write_text("Just one document.")
     convert_text([tmp_path / "one.txt"], tmp_path / "mds", val_fraction=0.0, progress=False)
     with pytest.raises(RecipeError, match="is empty"):
-        build_text_dataloader(tokenizer=tok, max_seq_len=SEQ, device_batch_size=1, local=str(tmp_path / "mds"),
+        build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=1, local=str(tmp_path / "mds"),
                               split="val")

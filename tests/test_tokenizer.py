@@ -5,12 +5,10 @@ import logging
 import pytest
 
 from mosaicbert.errors import RecipeError
-from mosaicbert.tokenizer import hub_reachable, load_tokenizer, offline_bert_uncased_dir
+from mosaicbert.tokenizer import load_tokenizer, offline_bert_uncased_dir
 
 
-def test_offline_fallback_is_exactly_bert_base_uncased(monkeypatch, caplog):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub_reachable.cache_clear()
+def test_offline_fallback_is_exactly_bert_base_uncased(offline_hub, caplog):
     with caplog.at_level(logging.WARNING, logger="mosaicbert.tokenizer"):
         tokenizer = load_tokenizer("bert-base-uncased")
     assert len(tokenizer) == 30522
@@ -29,9 +27,7 @@ def test_local_directory_works(tmp_path):
     assert len(load_tokenizer(str(tmp_path))) == 30522
 
 
-def test_unknown_tokenizer_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub_reachable.cache_clear()
+def test_unknown_tokenizer_is_a_clear_error(offline_hub):
     with pytest.raises(RecipeError, match="set tokenizer_name to a local folder"):
         load_tokenizer("someone/not-a-tokenizer")
 
