@@ -121,7 +121,8 @@ class TimeBudget(Callback):
         self._fit_start = self._now()
 
     def before_dataloader(self, state: State, logger: Logger) -> None:
-        self._batch_start = self._now()
+        # No sync needed: the previous batch_end (or the evaluation after it) already waited for the GPU.
+        self._batch_start = self.clock()
         self._graphs_at_batch_start = self.graph_count()
 
     def batch_end(self, state: State, logger: Logger) -> None:
