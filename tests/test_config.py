@@ -50,6 +50,8 @@ def test_overrides_and_interpolation():
     (["callbacks.speedmonitor={}"], "Valid callback names:"),
     (["scheduler.t_warmpu=1ba"], "Did you mean 't_warmup'?"),
     (["model.config.attention_backend=xformers"], "allowed: auto, flash_attn, flex, sdpa"),
+    (["model.config.glu_dropout=both"], "glu_dropout='both' is not 'intermediate'"),
+    (["model.config.hidden_size=50"], "must be divisible by num_attention_heads"),
     (["no_equals_sign"], "not of the form key=value"),
     (["train_loader.mlm_probability=1.5"], "mlm_probability=1.5 is outside (0, 1)"),
     (["optimizer.lr=0.0"], "the learning rate must be positive"),
@@ -77,3 +79,10 @@ def test_type_matching():
     assert matches_type(3, float) and not matches_type(True, int) and not matches_type("3", int)
     assert matches_type([0.9, 0.98], list[float]) and not matches_type([0.9, "a"], list[float])
     assert matches_type(None, int | None) and matches_type("auto", int | str)
+
+
+def test_pad_vocab_multiple_sets_the_padded_vocabulary(tokenizer):
+    from mosaicbert.composer_models import make_config
+
+    assert make_config("mosaic_bert", tokenizer, 128).vocab_size == 30528  # 30522 up to a multiple of 64
+    assert make_config("mosaic_bert", tokenizer, 128, {"pad_vocab_multiple": 128}).vocab_size == 30592

@@ -353,6 +353,13 @@ def test_glu_dropout_placement_is_a_config_choice():
         with torch.no_grad():  # identical without dropout active
             outputs[placement] = model(ids, mask, types).last_hidden_state
         assert model.encoder.layer[0].mlp.dropout_on_intermediate == (placement == "intermediate")
+        # In training, the feed-forward dropout sees the GLU output (intermediate width) or wo's output.
+        config = tiny_config(glu_dropout=placement, hidden_dropout_prob=0.1)
+        mlp = MosaicBertModel(config, add_pooling_layer=False).train().encoder.layer[0].mlp
+        widths = []
+        mlp.dropout.register_forward_hook(lambda module, args, out: widths.append(args[0].shape[-1]))
+        mlp(torch.randn(5, config.hidden_size))
+        assert widths == [config.intermediate_size if placement == "intermediate" else config.hidden_size]
     torch.testing.assert_close(outputs["intermediate"], outputs["output"])
     with pytest.raises(ValueError, match="glu_dropout"):
         tiny_config(glu_dropout="both")

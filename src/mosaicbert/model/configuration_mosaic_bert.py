@@ -64,9 +64,7 @@ class MosaicBertConfig(PretrainedConfig):
         **kwargs,
     ):
         if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(
-                f"attention_backend={attention_backend!r} is not one of {ATTENTION_BACKENDS}."
-            )
+            raise ValueError(f"attention_backend={attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}.")
         if glu_dropout not in ("intermediate", "output"):
             raise ValueError(f"glu_dropout={glu_dropout!r} is not 'intermediate' (the paper's code) or 'output'.")
         if hidden_size % num_attention_heads != 0:
