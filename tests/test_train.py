@@ -156,3 +156,25 @@ def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(
         assert cfg.compile_config["optimize_ddp"] is False  # the recipe itself is left as written
     finally:
         torch._dynamo.config.optimize_ddp = before
+
+
+def test_training_summary_counts_the_real_tokens_after_its_window(tiny_mds, tmp_path, capsys):
+    from mosaicbert.data.mlm_collator import row_lengths
+
+    class RealTokens(Callback):
+        def __init__(self):
+            self.per_batch = []
+
+        def batch_end(self, state, logger):
+            self.per_batch.append(sum(row_lengths(state.batch)))
+
+    cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path), max_duration="24ba", eval_loader="null",
+                                           callbacks="{training_summary: {}}") + ["save_folder=null"])
+    trainer = build_pretraining_trainer(cfg)
+    counter = RealTokens()
+    trainer.state.callbacks.append(counter)
+    trainer.fit()
+    trainer.close()
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("real tokens / s"))
+    counted = int(line.split("(")[1].split(" tokens")[0].replace(",", ""))
+    assert counted == sum(counter.per_batch[20:])  # the batches after the 20-batch window

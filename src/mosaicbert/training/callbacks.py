@@ -21,7 +21,6 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
 
-from ..data.mlm_collator import row_lengths
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class TrainingSummary(Callback):
         self.first_losses: list[torch.Tensor] = []
         self.last_losses: deque[torch.Tensor] = deque(maxlen=window)
         self.window = window
-        self.tokens: Optional[torch.Tensor] = None  # device-side running count: no sync per batch
+        self._tokens_at_window: Optional[int] = None  # Composer's token count (all ranks) when timing starts
         self.train_seconds = 0.0
         self._batch_start = 0.0
         self.eval_history: list[tuple[int, dict[str, float]]] = []
@@ -93,12 +92,11 @@ class TrainingSummary(Callback):
         warming_up = len(self.first_losses) < self.window
         loss = state.loss.detach() if isinstance(state.loss, torch.Tensor) else torch.tensor(float(state.loss))
         (self.first_losses if warming_up else self.last_losses).append(loss)
-        batch = state.batch if isinstance(state.batch, dict) else {}
-        if warming_up or "attention_mask" not in batch:
+        if warming_up:
+            if len(self.first_losses) == self.window:
+                self._tokens_at_window = int(state.timestamp.token)
             return
         self.train_seconds += time.perf_counter() - self._batch_start
-        count = sum(row_lengths(batch))
-        self.tokens = count if self.tokens is None else self.tokens + count
 
     def eval_end(self, state: State, logger: Logger) -> None:
         values = {k: float(v) for k, v in state.eval_metric_values.items()}
@@ -125,8 +123,8 @@ class TrainingSummary(Callback):
             step, values = self.eval_history[-1]
             for name, value in values.items():
                 lines.append(f"{'eval ' + name:<24} {value:.4f} (at batch {step})")
-        if self.tokens is not None and self.train_seconds > 0:
-            tokens = float(self.tokens) * dist.get_world_size()
+        tokens = int(state.timestamp.token) - (self._tokens_at_window or 0)
+        if self._tokens_at_window is not None and tokens > 0 and self.train_seconds > 0:
             lines.append(f"real tokens / s          {tokens / self.train_seconds:,.0f} "
                          f"({tokens:,.0f} tokens in {self.train_seconds:.1f} s of training steps, "
                          f"after the first {self.window} batches)")
