@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMPOSER := $(VENV)/bin/composer
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo glue-demo plots
+.PHONY: install test demo glue-demo
 
 install: $(STAMP)
 

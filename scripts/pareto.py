@@ -80,21 +80,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def visible_gpus(spec: str | None) -> list[str]:
-    if spec is not None:
-        return [g for g in spec.split(",") if g.strip()]
-    import torch
+    from mosaicbert.training.cli import visible_gpu_ids
 
-    return [str(i) for i in range(torch.cuda.device_count())]
+    return [g.strip() for g in spec.split(",") if g.strip()] if spec is not None else visible_gpu_ids()
 
 
 def prepare_data(args) -> str:
     from mosaicbert.data.convert import convert_text
+    from mosaicbert.data.text_dataset import check_local_mds
     from mosaicbert.tokenizer import load_tokenizer
 
     if args.mds is not None:
-        if not all(os.path.isfile(os.path.join(args.mds, split, "index.json")) for split in ("train", "val")):
-            raise RecipeError(f"--mds {args.mds!r} lacks train/index.json or val/index.json. Make it with "
-                              "scripts/convert_text.py, or pass --train and --val instead.")
+        for split in ("train", "val"):
+            check_local_mds(args.mds, split)
         return args.mds
     if not args.train or not args.val:
         raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
@@ -158,6 +156,8 @@ def run_all(stage: str, commands: dict[str, list[str]], gpus: list[str], args) -
     Shows the pretraining clock of each run while it trains; a failure shows its log's end and stops."""
     from tqdm import tqdm
 
+    from mosaicbert.training.cli import log_tail
+
     groups = [list(commands)] if len(gpus) >= len(commands) else [[name] for name in commands]
     for group in groups:
         procs, logs, bars = {}, {}, {}
@@ -169,8 +169,8 @@ def run_all(stage: str, commands: dict[str, list[str]], gpus: list[str], args) -
             log_path = os.path.join(args.out, name, f"{stage}.log")
             logs[name] = log_path
             print(f"[pareto] {stage} {name}{' on GPU ' + gpus[i] if gpus else ''}: log in {log_path}", flush=True)
-            procs[name] = subprocess.Popen(commands[name], stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                                           env=env)
+            with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+                procs[name] = subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT, env=env)
             if stage == "pretrain":
                 bars[name] = tqdm(total=round(args.budget_s), desc=f"{name} training", position=i,
                                    bar_format="{desc}: {n}/{total} s |{bar}| {elapsed} wall")
@@ -184,10 +184,8 @@ def run_all(stage: str, commands: dict[str, list[str]], gpus: list[str], args) -
         failed = [name for name, p in procs.items() if p.returncode != 0]
         if failed:
             for name in failed:
-                with open(logs[name], errors="replace") as f:
-                    tail = f.read()[-3000:]
                 print(f"\n[pareto] {stage} of {name} failed (exit {procs[name].returncode}); end of "
-                      f"{logs[name]}:\n{tail}", file=sys.stderr)
+                      f"{logs[name]}:\n{log_tail(logs[name])}", file=sys.stderr)
             raise SystemExit(1)
 
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 
 from mosaicbert.errors import RecipeError, report_errors
+from mosaicbert.plots import plot_scaling
+from mosaicbert.training.cli import log_tail
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,9 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="extra main.py overrides (e.g. variables.data_local=...)")
     parser.add_argument("--launcher_args", default="", help="extra composer launcher arguments, as one string: "
                                                              "--launcher_args='--master_port 29600'")
-    parser.add_argument("--from_metrics", nargs="+", default=None, metavar="N=PATH",
+    parser.add_argument("--from_metrics", nargs="+", default=None, metavar="N=PATH[:STEPS:WARMUP]",
                         help="no runs: build the table from existing metrics logs, e.g. 1=a/metrics.jsonl "
-                             "4=b/metrics.jsonl (runs made with the same --steps and --warmup)")
+                             "4=b/metrics.jsonl:16:6 (a run's own steps and warm-up; default --steps, --warmup)")
     args = parser.parse_args(argv)
     if args.warmup < 1:
         raise RecipeError(f"--warmup {args.warmup}: use at least 1. The first step includes compilation, and "
@@ -70,9 +72,8 @@ def run_one(n: int, args) -> dict:
     with open(log_path, "w") as log:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        with open(log_path, errors="replace") as f:
-            tail = f.read()[-3000:]
-        raise RecipeError(f"The {n}-GPU run failed (exit {result.returncode}); end of {log_path}:\n{tail}")
+        raise RecipeError(f"The {n}-GPU run failed (exit {result.returncode}); end of {log_path}:\n"
+                          f"{log_tail(log_path)}")
     return throughput(metrics, args.steps, n, args.warmup)
 
 
@@ -122,20 +123,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: str) -> None:
-    from mosaicbert.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    gpus = [r["gpus"] for r in rows]
-    ax.bar([str(g) for g in gpus], [r["tokens_per_s_per_gpu"] / 1e3 for r in rows])
-    ax.set_xlabel("GPUs")
-    ax.set_ylabel("real tokens/s per GPU, thousands")
-    ax.set_title("Data-parallel scaling (per-GPU throughput)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def saved_run(item: str, args) -> tuple[str, int, int, int]:
+    """``N=PATH[:STEPS:WARMUP]`` -> (path, steps, GPUs, warm-up) for :func:`throughput`."""
+    n, _, path = item.partition("=")
+    steps, warmup = args.steps, args.warmup
+    head, *window = path.rsplit(":", 2)
+    if len(window) == 2 and all(w.isdigit() for w in window):
+        path, steps, warmup = head, int(window[0]), int(window[1])
+    if not n.isdigit() or not path:
+        raise RecipeError(f"--from_metrics item {item!r} is not N=PATH or N=PATH:STEPS:WARMUP "
+                          "(e.g. 4=runs/scaling/gpus4/metrics.jsonl:16:6).")
+    return path, steps, int(n), warmup
 
 
 def write(rows: list[dict], args) -> None:
@@ -149,17 +147,14 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     rows = []
     if args.from_metrics:
-        runs = [item.split("=", 1) for item in args.from_metrics]
-        if any(len(run) != 2 or not run[0].isdigit() for run in runs):
-            raise RecipeError(f"--from_metrics takes N=PATH items (GPU count = metrics log), got {args.from_metrics}.")
-        rows = [throughput(path, args.steps, int(n), args.warmup) for n, path in runs]
+        rows = [throughput(*saved_run(item, args)) for item in args.from_metrics]
     else:
         for n in args.gpus:
             rows.append(run_one(n, args))
             write(rows, args)  # after every run: a later failure keeps the earlier results
     write(rows, args)
     print(table(rows), flush=True)
-    plot(rows, os.path.join(args.out, "scaling.png"))
+    plot_scaling(rows, os.path.join(args.out, "scaling.png"))
     print(f"results: {os.path.join(args.out, 'scaling.json')}", flush=True)
     return 0
 

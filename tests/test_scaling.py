@@ -66,3 +66,20 @@ def test_scaling_runs_one_and_two_processes_on_cpu(tiny_mds, tmp_path):
         # Every step is 16 samples over all ranks, whatever the process count.
         assert row["samples_per_s"] * row["step_seconds"] == pytest.approx(16)
     assert "scaling efficiency" in result.stdout and (out / "scaling.png").is_file()
+
+
+def test_saved_runs_carry_their_own_window():
+    from types import SimpleNamespace
+
+    defaults = SimpleNamespace(steps=20, warmup=8)
+    assert scaling.saved_run("4=runs/a/metrics.jsonl:16:6", defaults) == ("runs/a/metrics.jsonl", 16, 4, 6)
+    assert scaling.saved_run("1=runs/b/metrics.jsonl", defaults) == ("runs/b/metrics.jsonl", 20, 1, 8)
+    with pytest.raises(RecipeError, match="N=PATH"):
+        scaling.saved_run("four=runs/a/metrics.jsonl", defaults)
+
+
+def test_child_gpus_follow_this_process_s_visible_devices(monkeypatch):
+    from mosaicbert.training.cli import visible_gpu_ids
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpu_ids() == ["2", "3"]  # not 0, 1: those would be other physical GPUs

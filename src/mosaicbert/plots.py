@@ -100,3 +100,17 @@ def plot_time_to_quality(summary: dict, path: str, labels: dict | None = None,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_scaling(rows: list[dict], path: str) -> None:
+    """Per-GPU throughput for each GPU count (``scripts/scaling.py`` rows)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([str(r["gpus"]) for r in rows], [r["tokens_per_s_per_gpu"] / 1e3 for r in rows])
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel("real tokens/s per GPU, thousands")
+    ax.set_title("Data-parallel scaling (per-GPU throughput)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

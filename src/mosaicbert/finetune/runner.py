@@ -56,6 +56,7 @@ from ..data.mlm_collator import split_batch
 from ..errors import RecipeError
 from ..tokenizer import hub_reachable, load_tokenizer
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
+from ..training.cli import visible_gpu_ids
 from ..training.trainer import (
     build_optimization,
     configure_logging,
@@ -369,9 +370,7 @@ def gpu_slots(cfg: FinetuneConfig) -> list[str]:
     """GPU ids to spread jobs over (``CUDA_VISIBLE_DEVICES`` values); empty: run serially in-process."""
     if not cfg.parallel or cfg.device == "cpu" or not torch.cuda.is_available():
         return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
-        [str(i) for i in range(torch.cuda.device_count())]
+    ids = visible_gpu_ids()
     return ids if len(ids) > 1 else []
 
 

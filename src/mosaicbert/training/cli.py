@@ -1,7 +1,9 @@
-"""Entry-point plumbing shared by main.py and glue.py: argument handling and clean user errors."""
+"""Entry-point plumbing shared by main.py, glue.py and the scripts that launch them: argument handling,
+clean user errors, the GPUs a process may hand out, and the end of a child's log."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 from ..errors import report_errors
@@ -23,3 +25,20 @@ def run(argv: list[str], prog: str, body: Callable[[str, list[str]], Optional[in
         print(usage.format(prog=prog))
         return 0 if argv else 2
     return report_errors(lambda: body(argv[0], argv[1:]))
+
+
+def visible_gpu_ids() -> list[str]:
+    """The GPU ids this process may give its children as ``CUDA_VISIBLE_DEVICES``: its own
+    ``CUDA_VISIBLE_DEVICES`` entries when set (so 2,3 stays 2,3), else 0..count-1."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def log_tail(path: str, chars: int = 3000) -> str:
+    """The last ``chars`` characters of a child process's log, to show when it failed."""
+    with open(path, errors="replace") as f:
+        return f.read()[-chars:]
