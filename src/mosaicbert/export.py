@@ -56,7 +56,6 @@ MOSAIC_AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_mosaic_bert.MosaicBertForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_mosaic_bert.MosaicBertForSequenceClassification",
 }
-# Config keys that describe the training run rather than the model: not carried into the export.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,10 +357,11 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
             model.config.auto_map = dict(MOSAIC_AUTO_MAP)
         model.save_pretrained(tmp_dir, safe_serialization=True)
         if family == "mosaic_bert":
-            from .model import configuration_mosaic_bert, modeling_mosaic_bert
+            from . import model as model_package
 
-            for module in (configuration_mosaic_bert, modeling_mosaic_bert):
-                shutil.copyfile(module.__file__, os.path.join(tmp_dir, os.path.basename(module.__file__)))
+            source_dir = os.path.dirname(model_package.__file__)
+            for name in MODEL_SOURCE_FILES:  # shipped verbatim: the folder loads without this repository
+                shutil.copyfile(os.path.join(source_dir, name), os.path.join(tmp_dir, name))
         tok.save_pretrained(tmp_dir)
         _fix_tokenizer_config(tmp_dir, tokenizer_name)
         with open(os.path.join(tmp_dir, "README.md"), "w") as f:

@@ -160,9 +160,14 @@ def _hparams(raw: Any, where: str) -> TaskHParams:
         value = getattr(hparams, key)
         if value is not None and value <= 0:
             raise RecipeError(f"{where}.{key} is {value}; it must be a positive integer.")
-    if hparams.seeds is not None and (not hparams.seeds or len(set(hparams.seeds)) != len(hparams.seeds)):
-        raise RecipeError(f"{where}.seeds is {hparams.seeds!r}; give a non-empty list of distinct seeds.")
+    if hparams.seeds is not None:
+        check_seeds(hparams.seeds, f"{where}.seeds")
     return hparams
+
+
+def check_seeds(seeds: list, where: str) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RecipeError(f"{where} is {seeds!r}; give a non-empty list of distinct seeds.")
 
 
 def _unknown_task(name: str, known: list[str], where: str) -> RecipeError:
@@ -176,8 +181,7 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
     order (a task after the task it starts from). Plans with ``run=False`` are parents kept for their
     saved checkpoints."""
     default_seeds = list(cfg.default_seeds) if cfg.default_seeds is not None else [cfg.seed]
-    if not default_seeds or len(set(default_seeds)) != len(default_seeds):
-        raise RecipeError(f"default_seeds is {cfg.default_seeds!r}; give a non-empty list of distinct seeds.")
+    check_seeds(default_seeds, "default_seeds")
     plans: dict[str, TaskPlan] = {}
 
     for index, entry in enumerate(cfg.custom_tasks):
@@ -232,8 +236,6 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
             raise RecipeError(f"tasks.{plan.name}.init_from is {parent!r}, which is not a task of this recipe "
                               f"({', '.join(plans)}). Add {parent!r} under tasks: (its fine-tuned checkpoint "
                               "is the starting point), or remove init_from.")
-        if parent == plan.name:
-            raise RecipeError(f"tasks.{plan.name}.init_from names the task itself.")
         seen, node = [plan.name], parent
         while node is not None:
             if node in seen:
