@@ -197,3 +197,25 @@ def test_mean_over_seeds_and_glue_score_of_means():
         mean_over_seeds([{"accuracy": 0.8}, {"f1": 0.8}])
     with pytest.raises(ValueError):
         mean_over_seeds([])
+
+
+@pytest.mark.parametrize("task_name", ["mrpc", "cola", "stsb"])
+def test_composer_classifier_metrics_match_the_numpy_reference(task_name):
+    """The production path: raw model logits through ComposerClassifier.update_metric into the task's
+    torchmetrics, against the numpy functions on argmax (or squeezed) predictions."""
+    from mosaicbert.composer_models import ComposerClassifier
+    from mosaicbert.finetune.tasks import get_task
+
+    task = get_task(task_name)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, task.num_labels, generator=generator)
+    if task.num_labels == 1:
+        labels = logits[:, 0] * 2 + torch.randn(40, generator=generator)
+        predictions = logits[:, 0].numpy()
+    else:
+        labels = torch.randint(0, task.num_labels, (40,), generator=generator)
+        predictions = logits.argmax(dim=-1).numpy()
+    reference = compute_metrics(task, predictions, labels.numpy())
+    for name, metric in build_torchmetrics(task).items():
+        ComposerClassifier.update_metric(None, {"labels": labels}, logits, metric)  # self is unused
+        assert float(metric.compute()) == pytest.approx(reference[name], abs=1e-5), name

@@ -208,9 +208,9 @@ class ComposerClassifier(ComposerModel):
         return self.train_metrics if is_train else self.val_metrics
 
     def update_metric(self, batch: dict, outputs, metric) -> None:
-        logits = outputs.logits if hasattr(outputs, "logits") else outputs
-        preds = logits.squeeze(-1).float() if logits.shape[-1] == 1 else logits.argmax(dim=-1)
-        metric.update(preds, batch["labels"])
+        # Raw logits: the task's metrics (finetune.metrics.build_torchmetrics) take [N, C] class logits or
+        # [N, 1] regression outputs themselves, so the conversion lives in one place.
+        metric.update(outputs.logits if hasattr(outputs, "logits") else outputs, batch["labels"])
 
 
 # ----------------------------------------------------------------------------------------------

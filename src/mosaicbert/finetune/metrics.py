@@ -1,7 +1,9 @@
 """Fine-tuning metrics: plain numpy functions, torchmetrics for Composer evaluation, the GLUE score.
 
-The numpy functions are the reference for reported numbers (no scipy / scikit-learn needed); the
-torchmetrics objects accumulate the same quantities batch by batch inside Composer's evaluation loop.
+Reported numbers come from the torchmetrics objects, which accumulate batch by batch inside Composer's
+evaluation loop and take the classifier's raw logits. The numpy functions (no scipy / scikit-learn
+needed) are the independent reference the tests check them against, through the same
+``ComposerClassifier.update_metric`` call that evaluation makes.
 Values are fractions (0.85), not percentages.
 
 GLUE score convention, checked against the original MosaicBERT code (mosaicml/examples,
