@@ -363,3 +363,87 @@ def test_glu_dropout_placement_is_a_config_choice():
     torch.testing.assert_close(outputs["intermediate"], outputs["output"])
     with pytest.raises(ValueError, match="glu_dropout"):
         tiny_config(glu_dropout="both")
+
+
+# ----------------------------------------------------------------------------------------------
+# Hash dropout (the compiled path of MosaicBertDropout)
+# ----------------------------------------------------------------------------------------------
+def lowbias32(v: int) -> int:
+    """The reference hash on Python ints (unsigned 32-bit), returned as a signed int32."""
+    v &= 0xFFFFFFFF
+    v ^= v >> 16
+    v = (v * 0x7FEB352D) & 0xFFFFFFFF
+    v ^= v >> 15
+    v = (v * 0x846CA68B) & 0xFFFFFFFF
+    v ^= v >> 16
+    return v - 2**32 if v >= 2**31 else v
+
+
+def test_mix32_is_lowbias32_with_wrapping_products_and_logical_shifts():
+    from mosaicbert.model.modeling_mosaic_bert import _mix32
+
+    values = torch.cat([torch.tensor([0, 1, -1, 2**31 - 1, -2**31], dtype=torch.int32),
+                        torch.randint(-2**31, 2**31 - 1, (2000,), dtype=torch.int32)])
+    assert _mix32(values).tolist() == [lowbias32(v) for v in values.tolist()]
+    block = torch.arange(-2**16, 2**16, dtype=torch.int32)
+    assert _mix32(block).unique().numel() == block.numel(), "a bijection maps distinct inputs apart"
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_hash_keep_mask_is_an_unbiased_uncorrelated_bernoulli(p):
+    """Keep rate 1 - p; no correlation between neighbours, rows (768, 3072 apart) or seeds differing in one
+    bit. Each statistic is a z-score (standard normal for an ideal Bernoulli mask), bounded at 5."""
+    from mosaicbert.model.modeling_mosaic_bert import hash_keep_mask
+
+    g = torch.Generator().manual_seed(0)
+    n = 2**20
+    for _ in range(4):
+        seed = torch.randint(-2**31, 2**31 - 1, (2,), dtype=torch.int32, generator=g)
+        keep = hash_keep_mask(torch.Size([n // 1024, 1024]), p, seed).flatten().double()
+        assert abs(keep.mean() - (1 - p)) / math.sqrt(p * (1 - p) / n) < 5
+        centred = (keep - (1 - p)) / math.sqrt(p * (1 - p))
+        for lag in (1, 2, 768, 1024, 3072):
+            assert abs((centred[lag:] * centred[:-lag]).mean()) * math.sqrt(n - lag) < 5, f"lag {lag}"
+        other = seed.clone()
+        other[0] ^= 1
+        centred_other = (hash_keep_mask(torch.Size([n]), p, other).double() - (1 - p)) / math.sqrt(p * (1 - p))
+        assert abs((centred * centred_other).mean()) * math.sqrt(n) < 5, "seeds one bit apart"
+    # p = 0 keeps all, p close to 1 keeps almost nothing.
+    assert hash_keep_mask(torch.Size([1000]), 0.0, seed).all()
+    assert hash_keep_mask(torch.Size([1000]), 1 - 1e-9, seed).sum() <= 1
+
+
+def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(monkeypatch):
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
+    traced = []
+    real = mb.hash_keep_mask
+    monkeypatch.setattr(mb, "hash_keep_mask", lambda *a: traced.append(a[1]) or real(*a))
+    torch._dynamo.reset()
+    dropout = mb.MosaicBertDropout(0.25).train()
+    compiled = torch.compile(lambda t: dropout(t) * 3.0)
+    x = torch.randn(96, 64, dtype=torch.float64, requires_grad=True)
+    out = compiled(x)
+    out.sum().backward()
+    assert traced == [0.25], "torch.compile traced the hash path"
+    kept = out != 0
+    assert 0.65 < kept.double().mean() < 0.85
+    torch.testing.assert_close(out[kept], 3.0 * x[kept] / 0.75)
+    torch.testing.assert_close(x.grad, kept.double() * 3.0 / 0.75)
+    second = compiled(x)
+    assert not torch.equal(second != 0, kept), "each call draws a new seed"
+    # Eager and eval: torch's dropout, and the identity.
+    traced.clear()
+    eager = dropout(x)
+    assert ((eager == 0) | torch.isclose(eager, x / 0.75)).all()
+    assert torch.equal(dropout.eval()(x), x)
+    assert traced == [], "eager mode did not use the hash"
+    torch._dynamo.reset()
+
+
+def test_fast_dropout_is_a_config_choice_for_every_dropout_of_the_model():
+    for fast in (True, False):
+        model = MosaicBertForSequenceClassification(tiny_config(fast_dropout=fast, hidden_dropout_prob=0.1))
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(dropouts) == 1 + 2 * model.config.num_hidden_layers + 1  # embeddings, 2 per layer, classifier
+        assert all(type(m).__name__ == "MosaicBertDropout" and m.fast == fast for m in dropouts)

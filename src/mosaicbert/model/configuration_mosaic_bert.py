@@ -30,6 +30,9 @@ class MosaicBertConfig(PretrainedConfig):
         prenorm: pre-LN blocks instead of the paper's post-LN.
         glu_dropout: where the feed-forward dropout sits: "intermediate" (on the GLU output, before the
             down projection, as in the paper's code) or "output" (after it, as BERT does; cheaper).
+        fast_dropout: under torch.compile, draw dropout masks from an integer hash of the element index and
+            a per-call seed, fused into the neighbouring kernel, instead of torch's Philox random numbers
+            (same Bernoulli(1 - p) masks and scaling, much less work; eager mode always uses torch's).
         mlm_only_masked: apply the MLM head only at masked positions when labels are given.
         pad_vocab_multiple: the multiple the vocabulary is padded to by the recipe builders (64).
         classifier_dropout: dropout before the sequence-classification head (defaults to hidden dropout).
@@ -56,6 +59,7 @@ class MosaicBertConfig(PretrainedConfig):
         low_precision_layernorm: bool = True,
         prenorm: bool = False,
         glu_dropout: str = "intermediate",
+        fast_dropout: bool = True,
         mlm_only_masked: bool = True,
         pad_vocab_multiple: int = 64,
         classifier_dropout: float | None = None,
@@ -90,6 +94,7 @@ class MosaicBertConfig(PretrainedConfig):
         self.low_precision_layernorm = low_precision_layernorm
         self.prenorm = prenorm
         self.glu_dropout = glu_dropout
+        self.fast_dropout = fast_dropout
         self.mlm_only_masked = mlm_only_masked
         self.pad_vocab_multiple = pad_vocab_multiple
         self.classifier_dropout = classifier_dropout

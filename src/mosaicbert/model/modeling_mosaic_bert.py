@@ -103,11 +103,13 @@ class Unpadded:
         seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
         cu_seqlens = F.pad(torch.cumsum(seqlens, dim=0, dtype=torch.int32), (1, 0))
         flat = attention_mask.flatten()
+        no_padding = num_tokens is not None and num_tokens == B * S
         if num_tokens is None:
             indices = torch.nonzero(flat, as_tuple=False).flatten()
+        elif no_padding:
+            indices = torch.arange(B * S, device=flat.device)
         else:
             indices = torch.nonzero_static(flat, size=num_tokens).flatten()
-        no_padding = num_tokens is not None and num_tokens == B * S
         return cls(indices, cu_seqlens, seqlens, attention_mask.bool(), B, S, no_padding)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +218,15 @@ def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_
     )
 
 
+def alibi_score_mod(slopes: torch.Tensor):
+    """FlexAttention ``score_mod`` adding ALiBi's -slope[h] * |i - j|. On the packed layout the distance
+    of two tokens of one sequence equals their in-sequence distance (the block mask keeps sequences apart)."""
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx).abs()
+
+    return alibi
+
+
 _compiled_flex_attention = None
 
 
@@ -242,14 +253,9 @@ def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> t
     if inputs.backend == "flex":
         if dropout_p > 0:
             raise ValueError("FlexAttention has no attention dropout; set attention_probs_dropout_prob=0.")
-        slopes = inputs.slopes
-
-        def alibi(score, b, h, q_idx, kv_idx):
-            # Inside one sequence the packed distance equals the in-sequence distance.
-            return score - slopes[h] * (q_idx - kv_idx).abs()
-
         q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)  # each [1, heads, T, head_dim]
-        out = _flex_attention_fn(qkv.device)(q, k, v, score_mod=alibi, block_mask=inputs.block_mask)
+        out = _flex_attention_fn(qkv.device)(q, k, v, score_mod=alibi_score_mod(inputs.slopes),
+                                             block_mask=inputs.block_mask)
         return out[0].transpose(0, 1)
     # sdpa: restore padding, attend with an additive bias, drop padding again.
     u = inputs.unpadded
@@ -277,6 +283,51 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# Dropout
+# ----------------------------------------------------------------------------------------------
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer hash on int32 tensors (xorshift-multiply with the constants of
+    C. Wellons' "lowbias32"). Products wrap modulo 2^32; the masks make the right shifts logical."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x7FEB352D
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * -0x7B935975  # 0x846CA68B as a signed int32
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def hash_keep_mask(shape: torch.Size, p: float, seed: torch.Tensor) -> torch.Tensor:
+    """Bernoulli(1 - p) keep mask of ``shape``: a hash of each element's flat index and the two int32
+    words of ``seed``. Keep when the hash, read as a uniform int32, lies at or above -2^31 + p * 2^32."""
+    index = torch.arange(math.prod(shape), device=seed.device, dtype=torch.int32).view(shape)
+    bits = _mix32(_mix32(index ^ seed[0]) ^ seed[1])
+    return bits >= round(p * 2**32) - 2**31
+
+
+class MosaicBertDropout(nn.Dropout):
+    """Dropout whose mask, under torch.compile, is a hash of the element index and a per-call seed.
+
+    Inductor draws each random number of ``F.dropout`` with a Philox round function (and draws it again
+    in backward): on a BERT-base step that integer work took about a quarter of the step
+    (docs/benchmarks.md). The hash costs a few integer operations per element and fuses into the
+    neighbouring kernel. Seeds come from torch's generator, so runs stay reproducible under
+    ``torch.manual_seed``. Eager mode, and ``fast_dropout=False``, use ``F.dropout``.
+    """
+
+    def __init__(self, p: float, fast: bool = True):
+        super().__init__(p)
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.p > 0 and self.fast and torch.compiler.is_compiling()
+                and 0 < x.numel() < 2**31):
+            return super().forward(x)
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        seed = torch.randint(-2**31, 2**31 - 1, (2,), device=x.device, dtype=torch.int32)
+        return torch.where(hash_keep_mask(x.shape, self.p, seed), x * (1.0 / (1.0 - self.p)), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,7 +365,7 @@ class MosaicBertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = _layer_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MosaicBertDropout(config.hidden_dropout_prob, config.fast_dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
@@ -330,7 +381,7 @@ class MosaicBertAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MosaicBertDropout(config.hidden_dropout_prob, config.fast_dropout)
         self.LayerNorm = _layer_norm(config)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.prenorm = config.prenorm
@@ -358,7 +409,7 @@ class MosaicBertGatedMLP(nn.Module):
         self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.act = ACT2FN[config.hidden_act]
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MosaicBertDropout(config.hidden_dropout_prob, config.fast_dropout)
         self.dropout_on_intermediate = config.glu_dropout == "intermediate"
         self.LayerNorm = _layer_norm(config)
         self.prenorm = config.prenorm
@@ -567,7 +618,7 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.bert = MosaicBertModel(config, add_pooling_layer=True)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = MosaicBertDropout(dropout, config.fast_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

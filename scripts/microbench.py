@@ -1,0 +1,164 @@
+"""Time the two largest non-GEMM costs of a MosaicBERT step on their own: the GeGLU feed-forward block
+(per dropout variant) and attention (per FlexAttention kernel option, with SDPA for reference).
+
+Each case is one layer's forward + backward under bf16 autocast and torch.compile, on ``--tokens``
+unpadded tokens (the step's ``[T, hidden]`` tensor), timed with CUDA events after warm-up: the median of
+``--steps``. Attention runs on rows of ``--seq`` tokens, ``full`` (every row S long) and ``uniform``
+(lengths uniform in [S/4, S]), packed as the model packs them. Prints one table, writes JSON.
+
+    python scripts/microbench.py --tokens 32768 --seq 128 --json runs/microbench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+from mosaicbert.model.configuration_mosaic_bert import MosaicBertConfig
+from mosaicbert.model.modeling_mosaic_bert import (
+    MosaicBertGatedMLP, alibi_score_mod, alibi_slopes, document_block_mask,
+)
+
+FFN_VARIANTS = {  # MosaicBertConfig overrides
+    "GLU dropout on the intermediate (paper), torch dropout": {"fast_dropout": False},
+    "GLU dropout on the intermediate (paper), hash dropout": {},
+    "dropout after wo, torch dropout": {"fast_dropout": False, "glu_dropout": "output"},
+    "dropout after wo, hash dropout": {"glu_dropout": "output"},
+    "no dropout (floor)": {"hidden_dropout_prob": 0.0},
+}
+FLEX_OPTIONS = {  # name -> FlexAttention kernel_options (None: torch's defaults)
+    "flex, default options": None,
+    "flex, fwd 64x64": {"BLOCK_M": 64, "BLOCK_N": 64},
+    "flex, fwd 128x128 w8": {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8},
+    "flex, fwd 128x64 w4 s3": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    "flex, bwd 64/128": {"BLOCK_M1": 64, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 64},
+    "flex, bwd 32/64": {"BLOCK_M1": 32, "BLOCK_N1": 64, "BLOCK_M2": 64, "BLOCK_N2": 32},
+}
+
+
+def median_ms(fn, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def ffn_case(overrides: dict, tokens: int):
+    mlp = torch.compile(MosaicBertGatedMLP(MosaicBertConfig(**overrides)).cuda().train())
+    x = torch.randn(tokens, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn_like(x)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = mlp(x)
+        out.backward(grad)
+    return step
+
+
+def row_lengths(tokens: int, seq: int, lengths: str, generator) -> list[int]:
+    if lengths == "full":
+        return [seq] * (tokens // seq)
+    rows = []
+    while sum(rows) < tokens - seq:
+        rows.append(int(torch.randint(seq // 4, seq + 1, (1,), generator=generator)))
+    return rows + [tokens - sum(rows)] if tokens > sum(rows) else rows
+
+
+def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_dim: int = 64):
+    total, seq = sum(rows), max(rows)
+    qkv = torch.randn(total, 3, heads, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn(total, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+    slopes = torch.tensor(alibi_slopes(heads), device="cuda")
+    lengths = torch.tensor(rows, device="cuda", dtype=torch.int32)
+    cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    if kind == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+        block_mask = document_block_mask(cu, total)
+
+        def attend(qkv):
+            q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)
+            out = flex_attention(q, k, v, score_mod=alibi_score_mod(slopes), block_mask=block_mask,
+                                 kernel_options=options)
+            return out[0].transpose(0, 1)
+    else:  # SDPA on the re-padded layout: with the ALiBi bias (the model's sdpa backend) or no bias (a floor)
+        mask = torch.arange(seq, device="cuda")[None] < lengths[:, None]
+        index = mask.flatten().nonzero().flatten()
+        bias = None
+        if kind == "sdpa_alibi":
+            pos = torch.arange(seq, device="cuda")
+            bias = (-slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()).to(torch.bfloat16)
+            bias = bias[None].expand(len(rows), -1, -1, -1).masked_fill(~mask[:, None, None, :], -1e4)
+
+        def attend(qkv):
+            padded = qkv.new_zeros(len(rows) * seq, 3, heads, head_dim).index_copy(0, index, qkv)
+            q, k, v = padded.view(len(rows), seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return out.transpose(1, 2).flatten(0, 1).index_select(0, index)
+    attend = torch.compile(attend)
+
+    def step():
+        attend(qkv).backward(grad)
+    return step
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=32768, help="tokens per step (default 32768 = 256 x 128)")
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--only", choices=["ffn", "attention"], default=None)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch._dynamo.config.cache_size_limit = 64
+    results = []
+
+    def record(group: str, name: str, make):
+        torch._dynamo.reset()
+        try:
+            ms = median_ms(make(), args.warmup, args.steps)
+        except Exception as err:  # one failing option must not lose the others
+            traceback.print_exc()
+            ms = None
+            print(f"{group} | {name}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        results.append({"group": group, "case": name, "ms": ms})
+        print(f"{group:28s} {name:58s} {'failed' if ms is None else f'{ms:8.3f} ms'}", flush=True)
+
+    if args.only in (None, "ffn"):
+        for name, overrides in FFN_VARIANTS.items():
+            record(f"GeGLU block, T={args.tokens}", name, lambda o=overrides: ffn_case(o, args.tokens))
+    if args.only in (None, "attention"):
+        generator = torch.Generator().manual_seed(0)
+        for lengths in ("full", "uniform"):
+            rows = row_lengths(args.tokens, args.seq, lengths, generator)
+            group = f"attention, {lengths} rows of <= {args.seq}"
+            for name, options in FLEX_OPTIONS.items():
+                record(group, name, lambda o=options: attention_case("flex", o, rows))
+            record(group, "sdpa, re-padded, ALiBi bias (model's sdpa backend)",
+                   lambda: attention_case("sdpa_alibi", None, rows))
+            record(group, "sdpa, re-padded, no bias (not ALiBi: a floor)", lambda: attention_case("sdpa", None, rows))
+
+    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd per layer, median of {args.steps}")
+    for r in results:
+        ms = "failed" if r["ms"] is None else f"{r['ms']:.3f}"
+        print(f"| {r['group']} | {r['case']} | {ms} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(), "tokens": args.tokens,
+                       "seq": args.seq, "steps": args.steps, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
