@@ -3,7 +3,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,12 +11,14 @@ import torch
 
 from test_train import DEMO, REPO, tiny_overrides
 
-COMPOSER = shutil.which("composer") or os.path.join(os.path.dirname(sys.executable), "composer")
+# Composer's launcher as a module: works wherever composer is importable, also when its console script is
+# not on PATH (e.g. installed with pip --target).
+COMPOSER = [sys.executable, "-m", "composer.cli.launcher"]
 
 
 def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "main.py"),
            recipe: list[str] = (DEMO,)) -> subprocess.CompletedProcess:
-    command = [COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
+    command = [*COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
                script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
