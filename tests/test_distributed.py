@@ -22,7 +22,11 @@ def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "m
                script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
+    # The whole output stays in the test's folder: a crash in one rank is often far from the tail.
+    log = os.path.join(cwd, f"launch-{len([n for n in os.listdir(cwd) if n.startswith('launch-')])}.log")
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(command)}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+    assert result.returncode == 0, f"exit {result.returncode}; full output in {log}\n{result.stderr[-12000:]}"
     return result
 
 
