@@ -447,3 +447,14 @@ def test_fast_dropout_is_a_config_choice_for_every_dropout_of_the_model():
         dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
         assert len(dropouts) == 1 + 2 * model.config.num_hidden_layers + 1  # embeddings, 2 per layer, classifier
         assert all(type(m).__name__ == "MosaicBertDropout" and m.fast == fast for m in dropouts)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_hash_mask_on_cuda_equals_the_cpu_mask():
+    """Triton's integer code (wrapping products, masked shifts) gives the CPU's bits, element for element."""
+    from mosaicbert.model.modeling_mosaic_bert import hash_keep_mask
+
+    seed = torch.tensor([123456789, -987654321], dtype=torch.int32)
+    shape = torch.Size([3000, 1000])
+    on_gpu = torch.compile(hash_keep_mask)(shape, 0.1, seed.cuda())
+    assert torch.equal(on_gpu.cpu(), hash_keep_mask(shape, 0.1, seed))
