@@ -21,13 +21,23 @@ def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "m
     command = [*COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
                script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
-    # The whole output stays in the test's folder: a crash in one rank is often far from the tail.
+    # The whole output stays in the test's folder (a crash in one rank is often far from the tail), also
+    # when the launch hangs and times out.
     log = os.path.join(cwd, f"launch-{len([n for n in os.listdir(cwd) if n.startswith('launch-')])}.log")
-    with open(log, "w") as f:
-        f.write(f"$ {' '.join(command)}\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+    except subprocess.TimeoutExpired as timeout:
+        write_launch_log(log, command, timeout.stdout, timeout.stderr)
+        raise
+    write_launch_log(log, command, result.stdout, result.stderr)
     assert result.returncode == 0, f"exit {result.returncode}; full output in {log}\n{result.stderr[-12000:]}"
     return result
+
+
+def write_launch_log(path: str, command: list[str], stdout, stderr) -> None:
+    text = [out.decode(errors="replace") if isinstance(out, bytes) else (out or "") for out in (stdout, stderr)]
+    with open(path, "w") as f:
+        f.write(f"$ {' '.join(command)}\n--- stdout ---\n{text[0]}\n--- stderr ---\n{text[1]}")
 
 
 def read_samples(folder) -> dict[int, dict[int, list[int]]]:
@@ -94,18 +104,30 @@ def train_losses(path) -> dict[int, float]:
     return {r["step"]: r["loss/train/total"] for r in rows if "loss/train/total" in r}
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Composer's FSDP needs 2 CUDA GPUs")
-def test_fsdp_on_two_gpus_trains_and_resumes_like_an_uninterrupted_run(tiny_mds, tmp_path):
-    gpu = {"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
-           "fsdp_config": "{sharding_strategy: FULL_SHARD}"}
-    launch(2, run_args(tiny_mds, tmp_path, "full", **gpu,
+PARALLELISM = {
+    "ddp_cpu": {"eval_loader": "null"},
+    "fsdp_gpu": {"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
+                 "fsdp_config": "{sharding_strategy: FULL_SHARD}"},
+}
+
+
+@pytest.mark.parametrize("parallelism", [
+    "ddp_cpu",
+    pytest.param("fsdp_gpu", marks=pytest.mark.skipif(torch.cuda.device_count() < 2,
+                                                      reason="Composer's FSDP needs 2 CUDA GPUs")),
+])
+def test_two_process_resume_continues_the_uninterrupted_losses(parallelism, tiny_mds, tmp_path):
+    """Train 6 batches on 2 processes, saving at batch 3; resume a new 2-process launch from it: batches
+    4-6 have the uninterrupted run's losses (DDP over gloo on CPU; Composer's FSDP on 2 GPUs)."""
+    settings = PARALLELISM[parallelism]
+    launch(2, run_args(tiny_mds, tmp_path, "full", **settings,
                        **{"loggers.jsonl.path": str(tmp_path / "full.jsonl")}), tmp_path)
     checkpoint = tmp_path / "full" / "ckpt" / "ep0-ba3-rank0.pt"
     assert checkpoint.is_file()
-    launch(2, run_args(tiny_mds, tmp_path, "resumed", load_path=str(checkpoint), **gpu,
+    launch(2, run_args(tiny_mds, tmp_path, "resumed", load_path=str(checkpoint), **settings,
                        **{"loggers.jsonl.path": str(tmp_path / "resumed.jsonl")}), tmp_path)
     full, resumed = train_losses(tmp_path / "full.jsonl"), train_losses(tmp_path / "resumed.jsonl")
     # Composer logs a batch's loss at that batch's 0-based step: batches 4-6 are steps 3-5 in both runs.
     assert len(full) == 6 and sorted(resumed) == sorted(full)[3:]
     for step in resumed:
-        assert resumed[step] == pytest.approx(full[step], rel=1e-3), f"step {step} after the FSDP resume"
+        assert resumed[step] == pytest.approx(full[step], rel=1e-3), f"step {step} after the resume"

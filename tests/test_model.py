@@ -404,13 +404,25 @@ def test_hash_keep_mask_is_an_unbiased_uncorrelated_bernoulli(p):
         centred = (keep - (1 - p)) / math.sqrt(p * (1 - p))
         for lag in (1, 2, 768, 1024, 3072):
             assert abs((centred[lag:] * centred[:-lag]).mean()) * math.sqrt(n - lag) < 5, f"lag {lag}"
+        # The second word is mixed in after the first hash round, so seeds one bit apart there give
+        # unrelated masks. (A bit flipped in the first word only permutes the indices: the lag-1 test.)
         other = seed.clone()
-        other[0] ^= 1
+        other[1] ^= 1
         centred_other = (hash_keep_mask(torch.Size([n]), p, other).double() - (1 - p)) / math.sqrt(p * (1 - p))
         assert abs((centred * centred_other).mean()) * math.sqrt(n) < 5, "seeds one bit apart"
-    # p = 0 keeps all, p close to 1 keeps almost nothing.
-    assert hash_keep_mask(torch.Size([1000]), 0.0, seed).all()
-    assert hash_keep_mask(torch.Size([1000]), 1 - 1e-9, seed).sum() <= 1
+
+
+def test_hash_keep_mask_threshold_is_exact(monkeypatch):
+    """With the hash replaced by the identity and seed (-2^31, 0), the hash of index i is -2^31 + i: a mask
+    for p = k / 2^32 drops exactly the first k elements; p = 0 drops none; p near 1 drops all."""
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
+    monkeypatch.setattr(mb, "_mix32", lambda x: x)
+    seed = torch.tensor([-2**31, 0], dtype=torch.int32)
+    for k in (0, 1, 5, 300):
+        keep = mb.hash_keep_mask(torch.Size([20, 50]), k / 2**32, seed)
+        assert keep.flatten().tolist() == [False] * k + [True] * (1000 - k)
+    assert not mb.hash_keep_mask(torch.Size([1000]), 1 - 1e-12, seed).any()
 
 
 def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(monkeypatch):
@@ -432,12 +444,44 @@ def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(monke
     torch.testing.assert_close(x.grad, kept.double() * 3.0 / 0.75)
     second = compiled(x)
     assert not torch.equal(second != 0, kept), "each call draws a new seed"
-    # Eager and eval: torch's dropout, and the identity.
+    # Eager: torch's dropout. Eval, compiled or not: the identity.
     traced.clear()
     eager = dropout(x)
     assert ((eager == 0) | torch.isclose(eager, x / 0.75)).all()
-    assert torch.equal(dropout.eval()(x), x)
     assert traced == [], "eager mode did not use the hash"
+    dropout.eval()
+    assert torch.equal(dropout(x), x) and torch.equal(compiled(x), 3.0 * x)
+    assert traced == [], "evaluation did not use the hash"
+    torch._dynamo.reset()
+
+
+def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch):
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
+    torch._dynamo.reset()
+    x = torch.randn(40, 30, dtype=torch.float64, requires_grad=True)
+    # p = 1 and p within 2^-33 of 1: zeros, and a zero gradient rather than a graph cut.
+    for p in (1.0, 1 - 1e-12):
+        out = torch.compile(mb.MosaicBertDropout(p).train())(x)
+        assert torch.equal(out, torch.zeros_like(x))
+        out.sum().backward()
+        assert torch.equal(x.grad, torch.zeros_like(x))
+        x.grad = None
+        torch._dynamo.reset()
+    # bf16 stays bf16; two dropouts in one graph draw different masks.
+    first, second = mb.MosaicBertDropout(0.5).train(), mb.MosaicBertDropout(0.5).train()
+    a, b = torch.compile(lambda t: (first(t), second(t)))(torch.ones(64, 64, dtype=torch.bfloat16))
+    assert a.dtype == b.dtype == torch.bfloat16 and not torch.equal(a == 0, b == 0)
+    torch._dynamo.reset()
+    # A partitioner allowed to recompute random ops would redraw the seed in backward: use F.dropout.
+    traced = []
+    real = mb.hash_keep_mask
+    monkeypatch.setattr(mb, "hash_keep_mask", lambda *a: traced.append(a[1]) or real(*a))
+    monkeypatch.setattr(torch._functorch.config, "aggressive_recomputation", True)
+    out = torch.compile(mb.MosaicBertDropout(0.25).train())(x)
+    out.sum().backward()
+    assert traced == []
+    torch.testing.assert_close(x.grad, (out != 0).double() / 0.75)
     torch._dynamo.reset()
 
 

@@ -301,19 +301,30 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 def hash_keep_mask(shape: torch.Size, p: float, seed: torch.Tensor) -> torch.Tensor:
     """Bernoulli(1 - p) keep mask of ``shape``: a hash of each element's flat index and the two int32
     words of ``seed``. Keep when the hash, read as a uniform int32, lies at or above -2^31 + p * 2^32."""
+    dropped = round(p * 2**32)  # how many of the 2^32 hash values drop an element
+    if dropped >= 2**32:  # p within 2^-33 of 1: the threshold would not fit in an int32
+        return torch.zeros(shape, dtype=torch.bool, device=seed.device)
     index = torch.arange(math.prod(shape), device=seed.device, dtype=torch.int32).view(shape)
     bits = _mix32(_mix32(index ^ seed[0]) ^ seed[1])
-    return bits >= round(p * 2**32) - 2**31
+    return bits >= dropped - 2**31
+
+
+def _recomputation_may_redraw_seeds() -> bool:
+    """Whether AOTAutograd's partitioner may recompute random ops in backward (then the hash's seed would
+    be drawn again there and backward would apply a different mask): only under non-default settings."""
+    config = torch._functorch.config
+    return bool(getattr(config, "aggressive_recomputation", False)) or \
+        getattr(config, "activation_memory_budget", 1.0) < 1.0
 
 
 class MosaicBertDropout(nn.Dropout):
     """Dropout whose mask, under torch.compile, is a hash of the element index and a per-call seed.
 
-    Inductor draws each random number of ``F.dropout`` with a Philox round function (and draws it again
-    in backward): on a BERT-base step that integer work took about a quarter of the step
-    (docs/benchmarks.md). The hash costs a few integer operations per element and fuses into the
-    neighbouring kernel. Seeds come from torch's generator, so runs stay reproducible under
-    ``torch.manual_seed``. Eager mode, and ``fast_dropout=False``, use ``F.dropout``.
+    Inductor makes each random number of ``F.dropout`` with a Philox round function, a few dozen integer
+    operations per element. The hash costs about 25, fuses into the neighbouring kernel, and backward
+    rebuilds the mask from the saved seed. On a BERT-base step this is +6% (docs/benchmarks.md). Seeds
+    come from torch's generator, so runs stay reproducible under ``torch.manual_seed``. Eager mode,
+    ``fast_dropout=False`` and partitioner settings that could recompute the seed use ``F.dropout``.
     """
 
     def __init__(self, p: float, fast: bool = True):
@@ -322,11 +333,11 @@ class MosaicBertDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.p > 0 and self.fast and torch.compiler.is_compiling()
-                and 0 < x.numel() < 2**31):
+                and 0 < x.numel() < 2**31) or _recomputation_may_redraw_seeds():
             return super().forward(x)
         if self.p >= 1:
-            return torch.zeros_like(x)
-        seed = torch.randint(-2**31, 2**31 - 1, (2,), device=x.device, dtype=torch.int32)
+            return x * 0.0  # as F.dropout: zeros that stay in the autograd graph
+        seed = torch.randint(-2**31, 2**31, (2,), device=x.device, dtype=torch.int32)
         return torch.where(hash_keep_mask(x.shape, self.p, seed), x * (1.0 / (1.0 - self.p)), 0.0)
 
 
