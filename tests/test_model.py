@@ -190,16 +190,18 @@ def test_document_block_mask_matches_dense_sequence_mask():
     from torch.nn.attention.flex_attention import create_block_mask
 
     g = torch.Generator().manual_seed(0)
-    for lengths in ([128, 128, 128], [5, 300, 1, 77, 129], [1000], [127, 1, 129, 256, 3]):
+    cases = ([128, 128, 128], [5, 300, 1, 77, 129], [1000], [127, 1, 129, 256, 3])
+    for block, lengths in [(block, lengths) for block in (128, 64) for lengths in cases]:
         lengths = torch.tensor(lengths)
         cu = F.pad(lengths.cumsum(0), (1, 0)).int()
         total = int(lengths.sum())
         docs = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-        ours = document_block_mask(cu, total, block=128)
-        reference = create_block_mask(lambda b, h, q, k: docs[q] == docs[k], None, None, total, total, device="cpu")
+        ours = document_block_mask(cu, total, block=block)
+        reference = create_block_mask(lambda b, h, q, k: docs[q] == docs[k], None, None, total, total,
+                                      device="cpu", BLOCK_SIZE=block)
         dense = (docs[:, None] == docs[None, :])
         # Same blocks visited as the reference mask: none a sequence cannot see, none it needs skipped.
-        assert torch.equal(ours.to_dense(), reference.to_dense()), lengths.tolist()
+        assert torch.equal(ours.to_dense(), reference.to_dense()), (block, lengths.tolist())
         q = torch.randn(1, 2, total, 8, generator=g)
         out = flex_attention(q, q, q, block_mask=ours)
         ref = torch.softmax((q @ q.transpose(-1, -2) / math.sqrt(8)).masked_fill(~dense, float("-inf")), -1) @ q
