@@ -20,6 +20,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 
+from mosaicbert.errors import describe
 from mosaicbert.model.configuration_mosaic_bert import MosaicBertConfig
 from mosaicbert.model.modeling_mosaic_bert import (
     MosaicBertGatedMLP, alibi_score_mod, alibi_slopes, document_block_mask,
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
         except Exception as err:  # one failing option must not lose the others
             traceback.print_exc()
             ms = None
-            print(f"{group} | {name}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            print(f"{group} | {name}: failed: {describe(err)}")
         results.append({"group": group, "case": name, "ms": ms})
         print(f"{group:28s} {name:58s} {'failed' if ms is None else f'{ms:8.3f} ms'}", flush=True)
 

@@ -16,6 +16,11 @@ class RecipeError(Exception):
 EXIT_USER_ERROR = 2
 
 
+def describe(err: BaseException, width: int = 200) -> str:
+    """``"TypeName: first line of the message"`` (cut to ``width``), for one-paragraph error messages."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:width]}"
+
+
 def report_errors(action: Callable[[], object]) -> int:
     """Run ``action`` for a command-line entry point: its int result (or 0) is the exit status; a
     RecipeError is printed as one paragraph, without a traceback, and gives status 2."""

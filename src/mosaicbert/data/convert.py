@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import RecipeError, report_errors
+from ..errors import RecipeError, describe, report_errors
 
 log = logging.getLogger(__name__)
 
@@ -376,8 +376,8 @@ def load_c4_split(hf_split: str) -> Iterable[dict[str, Any]]:
         return load_dataset("allenai/c4", "en", split=hf_split, streaming=True)
     except Exception as err:
         raise RecipeError(
-            f"Could not open allenai/c4 (en, {hf_split}) on the Hugging Face hub ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else ''}). Fix: run the conversion on a machine that "
+            f"Could not open allenai/c4 (en, {hf_split}) on the Hugging Face hub ("
+            f"{describe(err)}). Fix: run the conversion on a machine that "
             "can reach huggingface.co, or use scripts/convert_text.py on local text (or `make demo` for the "
             "offline demo corpus).") from err
 

@@ -53,7 +53,7 @@ from ..composer_models import (FAMILIES, RUN_ONLY_CONFIG_KEYS, TASK_LABEL_KEYS, 
                                check_config_keys, check_max_seq_len, make_config, padded_vocab_size)
 from ..config import to_dict, validate
 from ..data.mlm_collator import split_batch
-from ..errors import RecipeError
+from ..errors import RecipeError, describe
 from ..tokenizer import hub_reachable, load_tokenizer
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
 from ..training.cli import visible_gpu_ids
@@ -360,7 +360,7 @@ def run_job_safely(ctx: Context, job: Job, init_checkpoint: Optional[str]) -> di
         return _failure(job, "failed", str(err))
     except Exception as err:
         log.error("Job %s failed:\n%s", job.name, traceback.format_exc())
-        return _failure(job, "failed", f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
+        return _failure(job, "failed", describe(err, 300))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import RecipeError
+from ..errors import RecipeError, describe
 from ..tokenizer import hub_reachable
 from .tasks import TaskSpec
 
@@ -258,9 +258,8 @@ def load_hub_split(task: TaskSpec, split: str) -> list[Row]:
                           f"installed. Fix: `pip install datasets`, or {fix.removeprefix('either ')}."
                           ) from None
     except Exception as err:  # network, auth, cache or schema problems all end the same way for a user
-        first_line = (str(err).splitlines() or [""])[0][:200]
         raise RecipeError(f"GLUE task {task.name!r} ({split}) could not be loaded from the Hugging Face hub "
-                          f"({type(err).__name__}: {first_line}). Fix: {fix}.") from None
+                          f"({describe(err)}). Fix: {fix}.") from None
 
     rows: list[Row] = []
     for i, label in enumerate(columns[task.hf_label_column]):
