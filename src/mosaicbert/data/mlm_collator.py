@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from composer.core.data_spec import default_split_batch
 
 from ..errors import RecipeError
 
@@ -60,15 +61,12 @@ def row_masked(batch: dict) -> list[int]:
 
 
 def split_batch(batch: dict, microbatch_size: int) -> list[dict]:
-    """Composer's ``split_batch`` for this project's dict batches: tensors along dim 0, host-side lists
-    (``row_lengths``, ``row_masked``, ``sample_idx``) alike. A batch no larger than a microbatch is
+    """Composer's ``split_batch`` (tensors along dim 0, host-side lists such as ``row_lengths``,
+    ``row_masked``, ``sample_idx`` alike). A batch no larger than a microbatch is
     returned whole, without Composer's warning (the last, short eval batch of every evaluation)."""
-    size = len(batch["input_ids"])
-    if size <= microbatch_size:
+    if len(batch["input_ids"]) <= microbatch_size:
         return [batch]
-    starts = range(0, size, microbatch_size)
-    return [{key: value[start:start + microbatch_size] if isinstance(value, (torch.Tensor, list, tuple)) else value
-             for key, value in batch.items()} for start in starts]
+    return default_split_batch(batch, microbatch_size)
 
 
 def check_masking_args(mlm_probability: float, pad_to: str) -> None:
