@@ -69,8 +69,10 @@ def family_of(config: PretrainedConfig) -> ModelFamily:
     raise RecipeError(f"Model type {config.model_type!r} is neither hf_bert (BERT) nor mosaic_bert.")
 
 
-def padded_vocab_size(vocab_size: int, multiple: int = VOCAB_MULTIPLE) -> int:
-    """30522 -> 30528: matmuls over the vocabulary are faster on a multiple of 64."""
+def padded_vocab_size(vocab_size: int, config_values: Optional[dict] = None) -> int:
+    """30522 -> 30528: matmuls over the vocabulary are faster on a multiple of 64, or of the config's
+    ``pad_vocab_multiple`` (a MosaicBERT field) when ``config_values`` has one."""
+    multiple = (config_values or {}).get("pad_vocab_multiple", VOCAB_MULTIPLE)
     return -(-vocab_size // multiple) * multiple
 
 
@@ -79,12 +81,11 @@ def make_config(family_name: str, tokenizer, max_seq_len: int, overrides: Option
     vocabulary is padded to ``pad_vocab_multiple`` (MosaicBERT's config field; 64 by default)."""
     family = FAMILIES[family_name]
     overrides = overrides or {}
-    multiple = overrides.get("pad_vocab_multiple", VOCAB_MULTIPLE)
-    values = {"vocab_size": padded_vocab_size(len(tokenizer), multiple), "pad_token_id": tokenizer.pad_token_id}
+    values = {"vocab_size": padded_vocab_size(len(tokenizer), overrides), "pad_token_id": tokenizer.pad_token_id}
     values.update(overrides)
     if values["vocab_size"] < len(tokenizer):
         raise RecipeError(f"model.config.vocab_size={values['vocab_size']} is smaller than the tokenizer's "
-                          f"{len(tokenizer)} tokens; remove it to get {padded_vocab_size(len(tokenizer), multiple)}.")
+                          f"{len(tokenizer)} tokens; remove it to get {padded_vocab_size(len(tokenizer), overrides)}.")
     config = family.config_class(**values)
     check_max_seq_len(config, max_seq_len)
     return config

@@ -131,8 +131,8 @@ def classifier_config(encoder: Encoder, spec: TaskSpec, overrides: dict, max_seq
     check_config_keys(encoder.family, overrides, where, excluded=TASK_LABEL_KEYS,
                       note=" (num_labels comes from the task)")
     values = {k: v for k, v in encoder.config.items() if k not in _NOT_ENCODER_CONFIG}
-    if "vocab_size" in values:  # an export trims the vocabulary to the tokenizer: pad it as training does
-        values["vocab_size"] = padded_vocab_size(values["vocab_size"])
+    if "vocab_size" in values:  # an export trims the vocabulary to the tokenizer: pad it as training did
+        values["vocab_size"] = padded_vocab_size(values["vocab_size"], {**values, **overrides})
     values.update(overrides)
     names = spec.label_names or tuple(f"LABEL_{i}" for i in range(spec.num_labels))
     values.update(id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)},
