@@ -80,17 +80,19 @@ def alibi_slopes(num_heads: int) -> list[float]:
 class Unpadded:
     """Where the real tokens of a right- (or left-) padded ``[B, S]`` batch live.
 
-    indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending).
+    indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending); None when
+        every position is real (then (un)padding is a reshape).
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
+    num_tokens: T.
     """
 
-    indices: torch.Tensor
+    indices: Optional[torch.Tensor]
     cu_seqlens: torch.Tensor
     seqlens: torch.Tensor
     mask: torch.Tensor  # [B, S] bool
     batch: int
     seqlen: int
-    no_padding: bool = False  # every position is real: (un)padding is a reshape
+    num_tokens: int
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor, num_tokens: Optional[int] = None) -> "Unpadded":
@@ -103,24 +105,24 @@ class Unpadded:
         seqlens = attention_mask.sum(dim=-1, dtype=torch.int32)
         cu_seqlens = F.pad(torch.cumsum(seqlens, dim=0, dtype=torch.int32), (1, 0))
         flat = attention_mask.flatten()
-        no_padding = num_tokens is not None and num_tokens == B * S
         if num_tokens is None:
             indices = torch.nonzero(flat, as_tuple=False).flatten()
-        elif no_padding:
-            indices = torch.arange(B * S, device=flat.device)
+            num_tokens = indices.numel()
+        elif num_tokens == B * S:
+            indices = None
         else:
             indices = torch.nonzero_static(flat, size=num_tokens).flatten()
-        return cls(indices, cu_seqlens, seqlens, attention_mask.bool(), B, S, no_padding)
+        return cls(indices, cu_seqlens, seqlens, attention_mask.bool(), B, S, num_tokens)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, S, ...]`` -> ``[T, ...]``."""
-        if self.no_padding:
+        if self.indices is None:
             return x.flatten(0, 1)
         return torch.index_select(x.flatten(0, 1), 0, self.indices)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, ...]`` -> ``[B, S, ...]`` with zeros at padding."""
-        if self.no_padding:
+        if self.indices is None:
             return x.view(self.batch, self.seqlen, *x.shape[1:])
         out = x.new_zeros(self.batch * self.seqlen, *x.shape[1:])
         return out.index_copy(0, self.indices, x).view(self.batch, self.seqlen, *x.shape[1:])
@@ -272,7 +274,7 @@ def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torc
     if backend == "sdpa":
         inputs.sdpa_bias = sdpa_bias(unpadded, slopes, dtype)
     elif backend == "flex":
-        inputs.block_mask = document_block_mask(unpadded.cu_seqlens, unpadded.indices.numel())
+        inputs.block_mask = document_block_mask(unpadded.cu_seqlens, unpadded.num_tokens)
     else:
         inputs.max_seqlen = max_seqlen if max_seqlen is not None else int(unpadded.seqlens.max())
     return inputs
