@@ -154,6 +154,9 @@ def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(
         assert kwargs["compile_config"] == {"dynamic": True}  # torch.compile would reject optimize_ddp
         assert torch._dynamo.config.optimize_ddp is False
         assert cfg.compile_config["optimize_ddp"] is False  # the recipe itself is left as written
+        # A later build in the same process without the key (the next fine-tuning job) gets torch's default.
+        trainer_kwargs(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path))), "cpu", 4)
+        assert torch._dynamo.config.optimize_ddp == before
     finally:
         torch._dynamo.config.optimize_ddp = before
 

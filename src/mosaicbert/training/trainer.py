@@ -75,13 +75,17 @@ def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
     return optimizer, scheduler, algorithms, callbacks, loggers
 
 
+TORCH_OPTIMIZE_DDP = torch._dynamo.config.optimize_ddp  # torch's default, read before anything sets it
+
+
 def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
     """Trainer arguments that come straight from the shared top-level keys."""
     parallelism = {"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None
     compile_config = dict(cfg.compile_config) if cfg.compile_config is not None else None
-    if compile_config is not None and "optimize_ddp" in compile_config:
-        # A dynamo setting rather than a torch.compile argument: how compiled graphs meet DDP's buckets.
-        torch._dynamo.config.optimize_ddp = compile_config.pop("optimize_ddp")
+    # A dynamo setting rather than a torch.compile argument (how compiled graphs meet DDP's buckets), and a
+    # process-wide one: set on every build, so a run without the key gets torch's default even after a
+    # run in the same process (fine-tuning jobs) set it.
+    torch._dynamo.config.optimize_ddp = (compile_config or {}).pop("optimize_ddp", TORCH_OPTIMIZE_DDP)
     return dict(
         run_name=cfg.run_name, seed=cfg.seed, device=device, precision=cfg.precision,
         max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
