@@ -21,7 +21,7 @@ def test_every_pretraining_recipe_validates(path):
 def test_paper_recipe_values():
     cfg = load_config(BASE)
     assert cfg.max_seq_len == 128 and cfg.global_train_batch_size == 4096
-    assert cfg.max_duration == "286720000sp"
+    assert cfg.max_duration.endswith("sp")
     assert int(cfg.max_duration[:-2]) == 70000 * cfg.global_train_batch_size  # the paper's 70k steps
     assert cfg.train_loader["mlm_probability"] == 0.3 and cfg.eval_loader["mlm_probability"] == 0.15
     assert cfg.optimizer == {"name": "decoupled_adamw", "lr": 5.0e-4, "betas": [0.9, 0.98], "eps": 1.0e-6,

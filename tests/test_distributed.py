@@ -109,6 +109,10 @@ PARALLELISM = {
     "fsdp_gpu": {"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
                  "fsdp_config": "{sharding_strategy: FULL_SHARD}"},
 }
+# How close the resumed losses must be. On CPU the runs are bit-identical: a resume that lost the optimizer
+# moments or the RNG state moves the losses by ~4e-4 relative, which a looser bound would let through.
+# On GPUs bf16 kernels need not be deterministic.
+RESUME_TOLERANCE = {"ddp_cpu": 1e-7, "fsdp_gpu": 1e-3}
 
 
 @pytest.mark.parametrize("parallelism", [
@@ -130,4 +134,4 @@ def test_two_process_resume_continues_the_uninterrupted_losses(parallelism, tiny
     # Composer logs a batch's loss at that batch's 0-based step: batches 4-6 are steps 3-5 in both runs.
     assert len(full) == 6 and sorted(resumed) == sorted(full)[3:]
     for step in resumed:
-        assert resumed[step] == pytest.approx(full[step], rel=1e-3), f"step {step} after the resume"
+        assert resumed[step] == pytest.approx(full[step], rel=RESUME_TOLERANCE[parallelism]), f"step {step}"

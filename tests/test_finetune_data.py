@@ -518,7 +518,7 @@ def test_dataset_rejects_tiny_max_seq_len(tokenizer):
         ClassificationDataset([], GLUE_TASKS["rte"], tokenizer, max_seq_len=3)
 
 
-def test_mosaic_classifier_batches_need_no_device_sync(tokenizer, monkeypatch):
+def test_mosaic_classifier_batches_unpad_without_nonzero(tokenizer, monkeypatch):
     """The collator's host-side row lengths reach the model, so unpadding never calls torch.nonzero."""
     from mosaicbert.composer_models import ComposerClassifier
     from mosaicbert.model import MosaicBertConfig, MosaicBertForSequenceClassification

@@ -78,7 +78,7 @@ def test_saved_runs_carry_their_own_window():
         scaling.saved_run("four=runs/a/metrics.jsonl", defaults)
 
 
-def test_child_gpus_follow_this_process_s_visible_devices(monkeypatch):
+def test_visible_gpu_ids_follow_cuda_visible_devices(monkeypatch):
     from mosaicbert.training.cli import visible_gpu_ids
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
