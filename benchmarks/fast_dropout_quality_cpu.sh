@@ -16,11 +16,12 @@ for seed in 17 18; do
   done
 done
 python - "$out" <<'PY'
-import glob, json, os, sys
+import glob, os, sys
+from mosaicbert.training.callbacks import read_jsonl
 print("| run | eval loss @100/200/300/400 | masked acc @400 | train loss, last 20 batches |")
 print("|---|---|---:|---:|")
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
-    rows = [json.loads(line) for line in open(path)]
+    rows = read_jsonl(path)
     evals = [r for r in rows if "metrics/eval/LanguageCrossEntropy" in r]
     train = [r["loss/train/total"] for r in rows if "loss/train/total" in r][-20:]
     losses = "/".join(f"{r['metrics/eval/LanguageCrossEntropy']:.3f}" for r in evals)

