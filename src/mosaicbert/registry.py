@@ -113,8 +113,8 @@ def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9,
 
 def check_positive_lr(kwargs: dict) -> None:
     """The decoupled decay divides by the initial learning rate: it must be positive."""
-    lr = kwargs.get("lr", 5.0e-4)
-    if not lr > 0:
+    lr = kwargs.get("lr")  # absent: the builders' positive default
+    if lr is not None and not lr > 0:
         raise RecipeError(f"optimizer lr={lr!r}: the learning rate must be positive (decoupled weight decay is "
                           "scaled by lr / initial lr). Set e.g. lr: 5.0e-4.")
 

@@ -73,7 +73,6 @@ class TimeBudget(Callback):
         self.compile_seconds = 0.0  # their own time, in total
         self.eval_seconds = 0.0
         self.upper_bound: Optional[Time] = None
-        self._on_gpu = False
         self._device = None
         self._fit_start = 0.0
         self._batch_start = 0.0
@@ -86,7 +85,7 @@ class TimeBudget(Callback):
 
     # -- the clock -------------------------------------------------------------------------------
     def _now(self) -> float:
-        if self._on_gpu:
+        if self._device.name == "gpu":
             torch.cuda.synchronize()  # the GPU's queued work belongs to the batch that queued it
         return self.clock()
 
@@ -111,7 +110,6 @@ class TimeBudget(Callback):
 
     # -- events ----------------------------------------------------------------------------------
     def fit_start(self, state: State, logger: Logger) -> None:
-        self._on_gpu = state.device.name == "gpu"
         self._device = state.device
         bound = state.max_duration
         if bound is not None and bound.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
