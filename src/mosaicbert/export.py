@@ -150,7 +150,7 @@ def _check_recipe_weights(weights, source: str):
 def build_export_model(weights, tokenizer_size: int, source: str = ""):
     """The Hugging Face model an export holds, with the checkpoint's weights (vocabulary trimmed to
     ``tokenizer_size``), in eval mode. Returns ``(model, task)``."""
-    from .composer_models import RUN_ONLY_CONFIG_KEYS
+    from .composer_models import RUN_ONLY_CONFIG_KEYS, VOCAB_MULTIPLE
 
     family = _check_recipe_weights(weights, source)
     state_dict = dict(weights.state_dict)
@@ -167,10 +167,11 @@ def build_export_model(weights, tokenizer_size: int, source: str = ""):
         raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model only {vocab_size} embedding "
                           "rows: it is not the tokenizer the model was trained with. Pass the right one "
                           "with --tokenizer.")
-    if vocab_size - tokenizer_size >= 64:
+    multiple = config_dict.get("pad_vocab_multiple", VOCAB_MULTIPLE)
+    if vocab_size - tokenizer_size >= multiple:
         raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model {vocab_size} embedding rows "
-                          "(more than a padding to a multiple of 64): it is probably not the tokenizer the "
-                          "model was trained with. Pass the right one with --tokenizer.")
+                          f"(more than a padding to a multiple of {multiple}): it is probably not the tokenizer "
+                          "the model was trained with. Pass the right one with --tokenizer.")
     if tokenizer_size < vocab_size:  # drop the padding rows (see the module docstring)
         for key in _vocab_keys(state_dict, vocab_size):
             state_dict[key] = state_dict[key][:tokenizer_size].clone()
