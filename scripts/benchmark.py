@@ -179,7 +179,7 @@ def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
         if args.device == "cuda":
             torch.cuda.synchronize()
         warmup_s = time.perf_counter() - t0
-        times, used = [], []
+        times = []
         for i in range(args.steps):
             b = batches[i % len(batches)]
             if args.device == "cuda":
@@ -193,7 +193,7 @@ def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
                 t = time.perf_counter()
                 step(b)
                 times.append(time.perf_counter() - t)
-            used.append(i % len(batches))
+        used = [i % len(batches) for i in range(args.steps)]
         median = statistics.median(times)
         real_tokens = statistics.mean(tokens[i] for i in used)
         flops_per_step = statistics.mean(step_flops[i] for i in used)
@@ -288,11 +288,11 @@ def main(argv=None):
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     results = []
-    cached_batches: dict[tuple, list] = {}  # every variant of a shape trains on the same batches
     for shape in args.shapes:
         seq, batch = (int(x) for x in shape.split("x"))
+        cached_batches: dict[tuple, list] = {}  # every variant of a shape trains on the same batches
         for variant in args.variants:
-            model_name, mode, cfg = variant_recipe(variant, seq, args.set)
+            _, mode, cfg = variant_recipe(variant, seq, args.set)
             p = cfg.train_loader["mlm_probability"]
             batch_sets = {}
             for lengths in args.lengths:
