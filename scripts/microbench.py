@@ -1,5 +1,6 @@
 """Time the two largest non-GEMM costs of a MosaicBERT step on their own: the GeGLU feed-forward block
-(per dropout variant) and attention (FlexAttention kernel options on full rows, with SDPA for reference).
+(per dropout variant and projection layout, with its six GEMMs alone as a floor) and attention
+(FlexAttention kernel options and layouts, SDPA backends for reference).
 
 Each case is one layer's forward + backward under bf16 autocast and torch.compile, on ``--tokens``
 unpadded tokens (the step's ``[T, hidden]`` tensor), timed with CUDA events after warm-up: the median of
@@ -32,6 +33,7 @@ FFN_VARIANTS = {  # MosaicBertConfig overrides
     "dropout after wo, torch dropout": {"fast_dropout": False, "glu_dropout": "output"},
     "dropout after wo, hash dropout": {"glu_dropout": "output"},
     "no dropout (floor)": {"hidden_dropout_prob": 0.0},
+    "GELU tanh approximation, hash dropout (not the paper's erf GELU)": {"hidden_act": "gelu_pytorch_tanh"},
 }
 FLEX_OPTIONS = {  # name -> FlexAttention kernel_options (None: torch's defaults). Unprefixed num_warps and
     # num_stages apply to the forward and the backward kernel alike.
@@ -62,8 +64,19 @@ def median_ms(fn, warmup: int, steps: int, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def ffn_case(overrides: dict, tokens: int):
-    mlp = torch.compile(MosaicBertGatedMLP(MosaicBertConfig(**overrides)).cuda().train())
+class SplitWeightGatedMLP(MosaicBertGatedMLP):
+    """The same parameters and function, computed as two GEMMs (gate rows, value rows of the one weight)
+    so that the GELU·mul reads two contiguous tensors and backward writes two, instead of halves of one
+    ``[T, 2I]`` tensor (forward ``split``, backward ``cat``)."""
+
+    def forward(self, hidden):
+        gate_w, value_w = self.gated_layers.weight.split(self.intermediate_size, dim=0)
+        glu = self.act(F.linear(hidden, gate_w)) * F.linear(hidden, value_w)
+        return self.LayerNorm(hidden + self.wo(self.dropout(glu)))
+
+
+def ffn_case(overrides: dict, tokens: int, module=MosaicBertGatedMLP, mode=None):
+    mlp = torch.compile(module(MosaicBertConfig(**overrides)).cuda().train(), mode=mode)
     x = torch.randn(tokens, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
 
@@ -71,6 +84,19 @@ def ffn_case(overrides: dict, tokens: int):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = mlp(x)
         torch.autograd.grad(out, [x, *mlp.parameters()], grad)
+    return step
+
+
+def gemm_floor_case(tokens: int, hidden: int = 768, intermediate: int = 3072):
+    """The GeGLU block's six GEMMs alone, eager bf16: forward x·W1ᵀ and glu·Woᵀ; backward dy·Wo, dyᵀ·glu,
+    dh·W1, dhᵀ·x. What the block would cost if every elementwise op were free."""
+    def rand(*shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+    x, w1, wo = rand(tokens, hidden), rand(2 * intermediate, hidden), rand(hidden, intermediate)
+    glu, dy, dh = rand(tokens, intermediate), rand(tokens, hidden), rand(tokens, 2 * intermediate)
+
+    def step():
+        x @ w1.T, glu @ wo.T, dy @ wo, dy.T @ glu, dh @ w1, dh.T @ x
     return step
 
 
@@ -90,7 +116,15 @@ def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_di
     slopes = torch.tensor(alibi_slopes(heads), device="cuda")
     lengths = torch.tensor(rows, device="cuda", dtype=torch.int32)
     cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    if kind == "flex":
+    if kind == "flex_dense":  # full rows only: [B, heads, S, head_dim], no block mask at all
+        from torch.nn.attention.flex_attention import flex_attention
+        assert len(set(rows)) == 1, "the dense layout needs equal rows"
+
+        def attend(qkv):
+            q, k, v = qkv.view(len(rows), seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            out = flex_attention(q, k, v, score_mod=alibi_score_mod(slopes), kernel_options=options)
+            return out.transpose(1, 2).flatten(0, 1)
+    elif kind == "flex":
         from torch.nn.attention.flex_attention import flex_attention
         block_mask = document_block_mask(cu, total, block)
 
@@ -103,7 +137,7 @@ def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_di
         mask = torch.arange(seq, device="cuda")[None] < lengths[:, None]
         index = mask.flatten().nonzero().flatten()
         bias = None
-        if kind == "sdpa_alibi":
+        if kind in ("sdpa_alibi", "sdpa_alibi_cudnn"):
             pos = torch.arange(seq, device="cuda")
             bias = (-slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()).to(torch.bfloat16)
             bias = bias[None].expand(len(rows), -1, -1, -1).masked_fill(~mask[:, None, None, :], -1e4)
@@ -114,6 +148,13 @@ def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_di
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             return out.transpose(1, 2).flatten(0, 1).index_select(0, index)
     attend = torch.compile(attend)
+    if kind == "sdpa_alibi_cudnn":  # the backend is chosen when the call is traced
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        compiled = attend
+
+        def attend(qkv):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return compiled(qkv)
 
     def step():
         torch.autograd.grad(attend(qkv), [qkv], grad)
@@ -127,6 +168,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--only", choices=["ffn", "attention"], default=None)
+    p.add_argument("--sweep-flex", action="store_true", help="time FlexAttention's kernel options on full rows")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="also time the GeGLU block compiled with mode=max-autotune-no-cudagraphs (slow to compile)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch._dynamo.config.cache_size_limit = 64
@@ -146,13 +190,17 @@ def main(argv=None) -> None:
     if args.only in (None, "ffn"):
         for name, overrides in FFN_VARIANTS.items():
             record(f"GeGLU block, T={args.tokens}", name, lambda o=overrides: ffn_case(o, args.tokens))
+        record(f"GeGLU block, T={args.tokens}", "split weight: two GEMMs, contiguous gate/value, hash dropout",
+               lambda: ffn_case({}, args.tokens, SplitWeightGatedMLP))
+        record(f"GeGLU block, T={args.tokens}", "its 6 GEMMs alone, eager (floor)", lambda: gemm_floor_case(args.tokens))
     if args.only in (None, "attention"):
         generator = torch.Generator().manual_seed(0)
         for lengths in ("full", "uniform"):
             rows = row_lengths(args.tokens, args.seq, lengths, generator)
             group = f"attention, {lengths} rows of <= {args.seq}"
-            # Kernel options on full rows; padded rows get torch's defaults (compilation is the time cost here).
-            for name, options in (FLEX_OPTIONS if lengths == "full" else {"flex, default options": None}).items():
+            # Kernel options (--sweep-flex) on full rows only; compilation is the time cost here.
+            sweep = FLEX_OPTIONS if lengths == "full" and args.sweep_flex else {"flex, default options": None}
+            for name, options in sweep.items():
                 record(group, name, lambda o=options: attention_case("flex", o, rows))
             # Smaller mask blocks waste less work on blocks shared by two sequences (padded rows), at the
             # price of smaller kernel tiles.
@@ -160,7 +208,15 @@ def main(argv=None) -> None:
                    lambda: attention_case("flex", SMALL_BLOCK_OPTIONS, rows, block=64))
             record(group, "sdpa, re-padded, ALiBi bias (model's sdpa backend)",
                    lambda: attention_case("sdpa_alibi", None, rows))
+            record(group, "sdpa cuDNN backend, re-padded, ALiBi bias",
+                   lambda: attention_case("sdpa_alibi_cudnn", None, rows))
             record(group, "sdpa, re-padded, no bias (not ALiBi: a floor)", lambda: attention_case("sdpa", None, rows))
+            if lengths == "full":
+                record(group, "flex, dense [B, heads, S, d] layout, no block mask",
+                       lambda: attention_case("flex_dense", None, rows))
+    if args.max_autotune and args.only in (None, "ffn"):
+        record(f"GeGLU block, T={args.tokens}", "paper, hash dropout, compile mode=max-autotune-no-cudagraphs",
+               lambda: ffn_case({}, args.tokens, mode="max-autotune-no-cudagraphs"))
 
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | fwd+bwd per layer, median of {args.steps}")
     for r in results:
