@@ -21,6 +21,9 @@ def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "m
     command = [*COMPOSER, "-n", str(nproc), "--master_port", str(29500 + os.getpid() % 1000),
                script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # One host: NCCL's bootstrap over loopback. On the 2 x H200 machine NCCL picked another interface and
+    # rank 1's bootstrap connection to rank 0 was refused (benchmarks/results/session4/call1/fsdp_launch-0.log).
+    env.setdefault("NCCL_SOCKET_IFNAME", "lo")
     # The whole output stays in the test's folder (a crash in one rank is often far from the tail), also
     # when the launch hangs and times out.
     log = os.path.join(cwd, f"launch-{len([n for n in os.listdir(cwd) if n.startswith('launch-')])}.log")
