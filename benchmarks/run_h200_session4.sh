@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 4 on a 2 x H200 machine (the device tool's nvidia-h200-x2), started in the background and waited
 # on over one or two device calls (each call is at most 10 minutes):
-#   bash benchmarks/run_h200_session4.sh $OUT microbench|speed
+#   bash benchmarks/run_h200_session4.sh $OUT microbench|speed|final
 # Both phases first run Composer's FSDP test of issue 7 on both GPUs (train on 2 GPUs, save, resume; equal
 # losses), keeping every launch's whole output (pytest --basetemp under runs/s4).
 # microbench (call 1): GPU 0: scripts/microbench.py, GeGLU block cases (projection layout, GELU form, GEMM
@@ -9,6 +9,8 @@
 #   of the whole step (benchmark.py --profile) with the recipes' settings.
 # speed (call 2, after the two-GEMM GeGLU change): GPU 0: benchmark.py at seq 512; GPU 1: benchmark.py at
 #   seq 128, then main.py at the recipe's per-GPU shapes (512 samples per step in 4 microbatches of 128).
+# final (call 3): GPU 0: tests/test_model.py, whose CUDA tests CI cannot run; GPU 1: benchmark.py on the
+#   recipe's own batches (MDS, microbatch 128), to set against call 2's main.py run.
 # Expects .gpu-data/{mds,tokenizer,val.jsonl.gz} and Composer + streaming on PYTHONPATH. Results: runs/s4,
 # a tarball in $OUT; runs/s4/DONE marks the end.
 set -u
@@ -42,6 +44,19 @@ if [ "$phase" = microbench ]; then
   wait $gpu0 $gpu1
   grep "^|" runs/s4/microbench_ffn.log runs/s4/microbench_attention.log
   tail -n 4 runs/s4/profile_s128.log
+elif [ "$phase" = final ]; then
+  (export CUDA_VISIBLE_DEVICES=0
+   timeout 200 python -m pytest -q -p no:cacheprovider tests/test_model.py -rs > runs/s4/test_model_gpu.log 2>&1
+   tail -n 4 runs/s4/test_model_gpu.log) &
+  gpu0=$!
+  (export CUDA_VISIBLE_DEVICES=1
+   cp -r .gpu-data/mds /tmp/mds_bench
+   timeout 300 python scripts/benchmark.py --corpus $CORPUS --tokenizer $TOK --mds /tmp/mds_bench --steps 20 \
+       --warmup 8 --variants mosaic_bert:flex:compile --shapes 128x128 --lengths dataset \
+       --json runs/s4/bench_dataset_b128.json > runs/s4/bench_dataset_b128.log 2>&1
+   tail -n 4 runs/s4/bench_dataset_b128.log) &
+  gpu1=$!
+  wait $gpu0 $gpu1
 else
   (export CUDA_VISIBLE_DEVICES=0
    timeout 330 python scripts/benchmark.py --corpus $CORPUS --tokenizer $TOK --steps 20 --warmup 8 \

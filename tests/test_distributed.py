@@ -114,8 +114,9 @@ PARALLELISM = {
 }
 # How close the resumed losses must be. On CPU the runs are bit-identical: a resume that lost the optimizer
 # moments or the RNG state moves the losses by ~4e-4 relative, which a looser bound would let through.
-# On GPUs bf16 kernels need not be deterministic.
-RESUME_TOLERANCE = {"ddp_cpu": 1e-7, "fsdp_gpu": 1e-3}
+# FSDP on 2 H200s also gave bit-equal losses (benchmarks/results/session4/call2); the bound leaves room for
+# bf16 kernels that need not be deterministic, far below what a lost state costs.
+RESUME_TOLERANCE = {"ddp_cpu": 1e-7, "fsdp_gpu": 1e-5}
 
 
 @pytest.mark.parametrize("parallelism", [
