@@ -190,7 +190,8 @@ def test_document_block_mask_matches_dense_sequence_mask():
     from torch.nn.attention.flex_attention import create_block_mask
 
     g = torch.Generator().manual_seed(0)
-    cases = ([128, 128, 128], [5, 300, 1, 77, 129], [1000], [127, 1, 129, 256, 3])
+    cases = ([128, 128, 128], [5, 300, 1, 77, 129], [1000], [127, 1, 129, 256, 3],
+             [0, 5, 0, 130, 0, 0])  # all-padding rows: empty sequences, also at the start and the end
     for block, lengths in [(block, lengths) for block in (128, 64) for lengths in cases]:
         lengths = torch.tensor(lengths)
         cu = F.pad(lengths.cumsum(0), (1, 0)).int()

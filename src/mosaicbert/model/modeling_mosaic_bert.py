@@ -186,8 +186,13 @@ def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_
     """
     device = cu_seqlens.device
     cu = cu_seqlens.long()
-    seqlens = cu[1:] - cu[:-1]
-    doc_ids = torch.repeat_interleave(torch.arange(len(seqlens), device=device), seqlens, output_size=total)
+    # doc_ids[t] = how many sequences start at or before token t, less one (empty sequences start nowhere).
+    # A cumsum, not repeat_interleave: Inductor inlines repeat_interleave's pointwise result into the
+    # FlexAttention kernel, where its input buffer's layout is not fixed, and compiled inference on CUDA
+    # failed ("convert FlexibleLayout to FixedLayout first", torch 2.11); a scan result is a real buffer.
+    starts = cu[1:-1]
+    doc_ids = torch.zeros(total, dtype=torch.long, device=device).index_put_(
+        (starts.clamp(max=total - 1),), (starts < total).long(), accumulate=True).cumsum(0)
     n = (total + block - 1) // block
     q_first = torch.arange(n, device=device) * block
     q_last = (q_first + block).clamp(max=total) - 1
