@@ -14,3 +14,14 @@ def test_hub_name_without_the_hub_is_a_clear_error(offline_hub):
 def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
     with pytest.raises(RecipeError, match="does not exist"):
         read_weights(str(tmp_path / "ep0-ba10-rank0.pt"))
+
+
+@pytest.mark.parametrize("uri, cause", [
+    ("http://127.0.0.1:9/run/latest-rank0.pt", "ConnectionError"),  # nothing listens on port 9 (discard)
+    ("foo://bucket/run/latest-rank0.pt", "NotImplementedError"),  # no object store of that scheme
+])
+def test_failed_download_is_a_clear_error_naming_the_uri(uri, cause):
+    """Every entry point (glue.py, export, fine-tuning) reads starting weights through read_weights: a
+    download that fails is one RecipeError with the URI, the cause and what to give instead."""
+    with pytest.raises(RecipeError, match=f"Could not read weights from '{uri}' \\({cause}.*object-store URI"):
+        read_weights(uri)

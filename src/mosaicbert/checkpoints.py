@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from .errors import RecipeError
+from .errors import RecipeError, describe
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,20 @@ def _looks_like_hub_name(path: str) -> bool:
 
 def read_weights(path: str) -> Weights:
     """A Hugging Face folder, a Composer checkpoint (local or URI), or a hub model name when the hub is
-    reachable (for example ``bert-base-uncased`` as starting weights for ``hf_bert``)."""
+    reachable (for example ``bert-base-uncased`` as starting weights for ``hf_bert``). Any failure, a
+    download included, is a RecipeError naming ``path``."""
+    try:
+        return _read_weights(path)
+    except RecipeError:
+        raise
+    except Exception as err:  # e.g. an object store or hub download that failed, a corrupt safetensors file
+        raise RecipeError(f"Could not read weights from {path!r} ({describe(err, 300)}). Give a complete "
+                          "Composer checkpoint (a file, or an object-store URI this machine can reach with its "
+                          "credentials), an exported Hugging Face folder, or a hub name when the hub is "
+                          "reachable.") from None
+
+
+def _read_weights(path: str) -> Weights:
     if _looks_like_hub_name(path):
         from .tokenizer import hub_reachable
 

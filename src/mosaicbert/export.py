@@ -45,6 +45,7 @@ from typing import Optional
 
 import torch
 
+from .checkpoints import read_weights
 from .errors import RecipeError
 
 log = logging.getLogger(__name__)
@@ -106,18 +107,6 @@ def _publish(tmp_dir: str, out_dir: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Building the model from the checkpoint
 # ----------------------------------------------------------------------------------------------
-def _read(checkpoint: str):
-    from .checkpoints import read_weights
-
-    try:
-        return read_weights(checkpoint)
-    except RecipeError:
-        raise
-    except Exception as err:  # e.g. a truncated safetensors file or bad config.json in a folder
-        raise RecipeError(f"Could not read {checkpoint!r} ({type(err).__name__}: {str(err)[:300]}). Give a "
-                          "complete Composer checkpoint of this recipe or an exported folder.") from None
-
-
 def _task_of(state_dict: dict) -> str:
     if "classifier.weight" in state_dict:
         return "classification"
@@ -330,7 +319,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
     """
     out_dir = os.path.normpath(os.fspath(out_dir))
     _check_out_dir(out_dir, overwrite, checkpoint)  # fail before any expensive work
-    weights = _read(checkpoint)
+    weights = read_weights(checkpoint)
     _check_recipe_weights(weights, checkpoint)  # before the tokenizer: a foreign checkpoint fails first
     tokenizer_name = tokenizer or weights.tokenizer_name
     if not tokenizer_name:
