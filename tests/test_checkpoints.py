@@ -1,5 +1,7 @@
 """Starting weights: names that are neither files nor folders."""
 
+import re
+
 import pytest
 
 from mosaicbert.checkpoints import read_weights
@@ -20,8 +22,10 @@ def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
     ("http://127.0.0.1:9/run/latest-rank0.pt", "ConnectionError"),  # nothing listens on port 9 (discard)
     ("foo://bucket/run/latest-rank0.pt", "NotImplementedError"),  # no object store of that scheme
 ])
-def test_failed_download_is_a_clear_error_naming_the_uri(uri, cause):
-    """Every entry point (glue.py, export, fine-tuning) reads starting weights through read_weights: a
-    download that fails is one RecipeError with the URI, the cause and what to give instead."""
-    with pytest.raises(RecipeError, match=f"Could not read weights from '{uri}' \\({cause}.*object-store URI"):
+def test_failed_download_is_a_clear_error_naming_the_uri(uri, cause, monkeypatch):
+    """read_weights is the one reader of starting weights (fine-tuning, export): a download that fails is
+    one RecipeError with the URI, the cause and what to give instead."""
+    monkeypatch.setenv("NO_PROXY", "*")  # a proxy in the environment would turn the refusal into ProxyError
+    with pytest.raises(RecipeError, match=f"Could not read weights from {re.escape(repr(uri))} \\({cause}.*"
+                                          "object-store URI"):
         read_weights(uri)

@@ -207,6 +207,8 @@ def test_document_block_mask_matches_dense_sequence_mask():
         out = flex_attention(q, q, q, block_mask=ours)
         ref = torch.softmax((q @ q.transpose(-1, -2) / math.sqrt(8)).masked_fill(~dense, float("-inf")), -1) @ q
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # A batch of padding only: no tokens, an empty mask.
+    assert document_block_mask(torch.zeros(3, dtype=torch.int32), 0).to_dense().shape == (1, 1, 0, 0)
 
 
 def test_masked_only_head_equals_full_head():

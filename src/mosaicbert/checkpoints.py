@@ -115,7 +115,7 @@ def read_weights(path: str) -> Weights:
         raise RecipeError(f"Could not read weights from {path!r} ({describe(err, 300)}). Give a complete "
                           "Composer checkpoint (a file, or an object-store URI this machine can reach with its "
                           "credentials), an exported Hugging Face folder, or a hub name when the hub is "
-                          "reachable.") from None
+                          "reachable.") from err
 
 
 def _read_weights(path: str) -> Weights:

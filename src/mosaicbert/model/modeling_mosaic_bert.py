@@ -186,13 +186,17 @@ def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_
     """
     device = cu_seqlens.device
     cu = cu_seqlens.long()
-    # doc_ids[t] = how many sequences start at or before token t, less one (empty sequences start nowhere).
-    # A cumsum, not repeat_interleave: Inductor inlines repeat_interleave's pointwise result into the
-    # FlexAttention kernel, where its input buffer's layout is not fixed, and compiled inference on CUDA
-    # failed ("convert FlexibleLayout to FixedLayout first", torch 2.11); a scan result is a real buffer.
+    # doc_ids[t] = the last sequence b with cu[b] <= t: the count of starts cu[1..B-1] at or before t (an
+    # empty sequence shares its start with the next one, so it is counted and skipped). A cumsum, not
+    # repeat_interleave: Inductor inlined repeat_interleave's pointwise result into the FlexAttention
+    # kernel together with a buffer of unfixed layout, and compiled inference on CUDA failed ("convert
+    # FlexibleLayout to FixedLayout first", torch 2.11); a scan's result is a real buffer. Starts at
+    # `total` (trailing empty sequences) fall past the last token and add nothing.
     starts = cu[1:-1]
-    doc_ids = torch.zeros(total, dtype=torch.long, device=device).index_put_(
-        (starts.clamp(max=total - 1),), (starts < total).long(), accumulate=True).cumsum(0)
+    doc_ids = torch.zeros(total, dtype=torch.long, device=device)
+    if total > 0:
+        doc_ids = doc_ids.index_put_((starts.clamp(max=total - 1),), (starts < total).long(),
+                                     accumulate=True).cumsum(0)
     n = (total + block - 1) // block
     q_first = torch.arange(n, device=device) * block
     q_last = (q_first + block).clamp(max=total) - 1
