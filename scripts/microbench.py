@@ -19,12 +19,12 @@ import statistics
 import traceback
 
 import torch
-import torch.nn.functional as F
 
 from mosaicbert.errors import describe
 from mosaicbert.model.configuration_mosaic_bert import MosaicBertConfig
 from mosaicbert.model.modeling_mosaic_bert import (
-    MosaicBertGatedMLP, alibi_score_mod, alibi_slopes, document_block_mask,
+    FLEX_BLOCK_SIZE, MosaicBertGatedMLP, Unpadded, alibi_score_mod, alibi_slopes, attention, document_block_mask,
+    prepare_attention,
 )
 
 FFN_VARIANTS = {  # MosaicBertConfig overrides
@@ -75,8 +75,9 @@ class OneGemmGatedMLP(MosaicBertGatedMLP):
 
 
 def ffn_case(overrides: dict, tokens: int, module=MosaicBertGatedMLP, mode=None):
-    mlp = torch.compile(module(MosaicBertConfig(**overrides)).cuda().train(), mode=mode)
-    x = torch.randn(tokens, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    config = MosaicBertConfig(**overrides)
+    mlp = torch.compile(module(config).cuda().train(), mode=mode)
+    x = torch.randn(tokens, config.hidden_size, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
 
     def step():  # gradients are returned, not accumulated into x.grad (the model never does that)
@@ -86,9 +87,12 @@ def ffn_case(overrides: dict, tokens: int, module=MosaicBertGatedMLP, mode=None)
     return step
 
 
-def gemm_floor_case(tokens: int, hidden: int = 768, intermediate: int = 3072):
+def gemm_floor_case(tokens: int):
     """The GeGLU block's six GEMMs alone, eager bf16: forward x·W1ᵀ and glu·Woᵀ; backward dy·Wo, dyᵀ·glu,
     dh·W1, dhᵀ·x. What the block would cost if every elementwise op were free."""
+    config = MosaicBertConfig()
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+
     def rand(*shape):
         return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
     x, w1, wo = rand(tokens, hidden), rand(2 * intermediate, hidden), rand(hidden, intermediate)
@@ -99,7 +103,8 @@ def gemm_floor_case(tokens: int, hidden: int = 768, intermediate: int = 3072):
     return step
 
 
-def row_lengths(tokens: int, seq: int, lengths: str, generator) -> list[int]:
+def packed_row_lengths(tokens: int, seq: int, lengths: str, generator) -> list[int]:
+    """Row lengths adding up to ``tokens``: all ``seq`` (full) or uniform in [seq/4, seq]."""
     if lengths == "full":
         return [seq] * (tokens // seq)
     rows = []
@@ -108,14 +113,19 @@ def row_lengths(tokens: int, seq: int, lengths: str, generator) -> list[int]:
     return rows + [tokens - sum(rows)] if tokens > sum(rows) else rows
 
 
-def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_dim: int = 64, block: int = 128):
+def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_dim: int = 64,
+                   block: int = FLEX_BLOCK_SIZE):
+    """One layer's attention on ``rows`` packed as the model packs them. ``flex`` and ``sdpa*`` run the
+    model's own ``attention()`` (FlexAttention with its block mask; SDPA on the re-padded layout with the
+    ALiBi bias, or with none as a floor), except Flex with kernel options or another block size, which
+    the model does not set; ``flex_dense`` is Flex on ``[B, heads, S, d]`` without a block mask."""
     total, seq = sum(rows), max(rows)
     qkv = torch.randn(total, 3, heads, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn(total, heads, head_dim, device="cuda", dtype=torch.bfloat16)
     slopes = torch.tensor(alibi_slopes(heads), device="cuda")
-    lengths = torch.tensor(rows, device="cuda", dtype=torch.int32)
-    cu = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    if kind == "flex_dense":  # full rows only: [B, heads, S, head_dim], no block mask at all
+    lengths = torch.tensor(rows, device="cuda")
+    unpadded = Unpadded.from_mask((torch.arange(seq, device="cuda")[None] < lengths[:, None]).long(), total)
+    if kind == "flex_dense":
         from torch.nn.attention.flex_attention import flex_attention
         assert len(set(rows)) == 1, "the dense layout needs equal rows"
 
@@ -123,29 +133,24 @@ def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_di
             q, k, v = qkv.view(len(rows), seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             out = flex_attention(q, k, v, score_mod=alibi_score_mod(slopes), kernel_options=options)
             return out.transpose(1, 2).flatten(0, 1)
-    elif kind == "flex":
+    elif kind == "flex" and (options is not None or block != FLEX_BLOCK_SIZE):
         from torch.nn.attention.flex_attention import flex_attention
-        block_mask = document_block_mask(cu, total, block)
+        block_mask = document_block_mask(unpadded.cu_seqlens, total, block)
 
         def attend(qkv):
             q, k, v = qkv.permute(1, 2, 0, 3).unsqueeze(1).unbind(0)
             out = flex_attention(q, k, v, score_mod=alibi_score_mod(slopes), block_mask=block_mask,
                                  kernel_options=options)
             return out[0].transpose(0, 1)
-    else:  # SDPA on the re-padded layout: with the ALiBi bias (the model's sdpa backend) or no bias (a floor)
-        mask = torch.arange(seq, device="cuda")[None] < lengths[:, None]
-        index = mask.flatten().nonzero().flatten()
-        bias = None
-        if kind in ("sdpa_alibi", "sdpa_alibi_cudnn"):
-            pos = torch.arange(seq, device="cuda")
-            bias = (-slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()).to(torch.bfloat16)
-            bias = bias[None].expand(len(rows), -1, -1, -1).masked_fill(~mask[:, None, None, :], -1e4)
+    else:
+        config = MosaicBertConfig(num_attention_heads=heads, hidden_size=heads * head_dim,
+                                  attention_backend="flex" if kind == "flex" else "sdpa")
+        inputs = prepare_attention(config, unpadded, slopes, torch.bfloat16)
+        if kind == "sdpa":
+            inputs.sdpa_bias = None  # no bias: not ALiBi, a floor
 
         def attend(qkv):
-            padded = qkv.new_zeros(len(rows) * seq, 3, heads, head_dim).index_copy(0, index, qkv)
-            q, k, v = padded.view(len(rows), seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-            return out.transpose(1, 2).flatten(0, 1).index_select(0, index)
+            return attention(qkv, inputs, 0.0)
     attend = torch.compile(attend)
     if kind == "sdpa_alibi_cudnn":  # the backend is chosen when the call is traced
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -195,7 +200,7 @@ def main(argv=None) -> None:
     if args.only in (None, "attention"):
         generator = torch.Generator().manual_seed(0)
         for lengths in ("full", "uniform"):
-            rows = row_lengths(args.tokens, args.seq, lengths, generator)
+            rows = packed_row_lengths(args.tokens, args.seq, lengths, generator)
             group = f"attention, {lengths} rows of <= {args.seq}"
             # Kernel options (--sweep-flex) on full rows only; compilation is the time cost here.
             sweep = FLEX_OPTIONS if lengths == "full" and args.sweep_flex else {"flex, default options": None}
