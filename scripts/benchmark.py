@@ -31,6 +31,8 @@ import traceback
 import numpy as np
 import torch
 
+from mosaicbert.errors import describe
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"mosaic_bert": "yamls/mosaicbert-base.yaml", "hf_bert": "yamls/bert-base.yaml"}
 
@@ -137,14 +139,14 @@ def bf16_matmul_tflops(device: str) -> float:
 
 
 def variant_recipe(variant: str, seq: int, overrides: list[str]):
-    """(model name, mode, validated recipe) of ``model:backend:mode[:key=value,...]``: the backend is a
+    """(mode, validated recipe) of ``model:backend:mode[:key=value,...]``: the backend is a
     model-config override, like every other setting of the variant."""
     from mosaicbert.config import load_config
 
     model_name, backend, mode, *extra = variant.split(":")
     key = "attention_backend" if model_name == "mosaic_bert" else "attn_implementation"
     sets = [f"max_seq_len={seq}", *overrides, f"model.config.{key}={backend}", *(extra[0].split(",") if extra else [])]
-    return model_name, mode, load_config(os.path.join(REPO, RECIPES[model_name]), sets)
+    return mode, load_config(os.path.join(REPO, RECIPES[model_name]), sets)
 
 
 def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
@@ -193,10 +195,9 @@ def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
                 t = time.perf_counter()
                 step(b)
                 times.append(time.perf_counter() - t)
-        used = [i % len(batches) for i in range(args.steps)]
         median = statistics.median(times)
-        real_tokens = statistics.mean(tokens[i] for i in used)
-        flops_per_step = statistics.mean(step_flops[i] for i in used)
+        real_tokens = statistics.mean(tokens[i % len(batches)] for i in range(args.steps))
+        flops_per_step = statistics.mean(step_flops[i % len(batches)] for i in range(args.steps))
         row = dict(variant=variant, model=cfg.model["name"], backend=variant.split(":")[1], mode=mode, seq=seq,
                    batch=batch, lengths=lengths, step_ms=median * 1e3, step_ms_p10=np.percentile(times, 10) * 1e3,
                    step_ms_p90=np.percentile(times, 90) * 1e3, real_tokens_per_step=real_tokens,
@@ -291,13 +292,13 @@ def main(argv=None):
     results = []
     for shape in args.shapes:
         seq, batch = (int(x) for x in shape.split("x"))
-        cached_batches: dict[tuple, list] = {}  # every variant of a shape trains on the same batches
+        cached_batches: dict[tuple, list] = {}  # (lengths, masking rate): every variant of a shape trains on the same batches
         for variant in args.variants:
-            _, mode, cfg = variant_recipe(variant, seq, args.set)
+            mode, cfg = variant_recipe(variant, seq, args.set)
             p = cfg.train_loader["mlm_probability"]
             batch_sets = {}
             for lengths in args.lengths:
-                key = (seq, batch, lengths, p)
+                key = (lengths, p)
                 if key not in cached_batches:
                     cached_batches[key] = make_batches(stream, tokenizer, seq, batch, lengths, args.distinct_batches,
                                                        p, args.device, mds=args.mds)
@@ -306,7 +307,7 @@ def main(argv=None):
                 results.extend(run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak))
             except Exception as err:  # one failing variant must not lose the others' numbers
                 traceback.print_exc()
-                results.append(dict(variant=variant, seq=seq, batch=batch, error=f"{type(err).__name__}: {err}"[:300]))
+                results.append(dict(variant=variant, seq=seq, batch=batch, error=describe(err, 300)))
             finally:
                 gc.collect()
                 torch._dynamo.reset()
