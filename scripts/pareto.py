@@ -98,8 +98,12 @@ def prepare_data(args) -> str:
         raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
     mds = os.path.join(args.out, "mds")
     if os.path.exists(mds):  # a rerun: the conversion's output, checked as the recipe's loaders will
-        for split in ("train", "val"):
-            check_local_mds(mds, split)
+        try:
+            for split in ("train", "val"):
+                check_local_mds(mds, split)
+        except RecipeError as err:  # this script wrote the folder: an earlier conversion was cut short
+            raise RecipeError(f"{mds} looks like an incomplete conversion from an earlier run ({err}). Delete "
+                              "it and run again, or give converted data with --mds.") from None
         print(f"[pareto] reusing MDS data in {mds}", flush=True)
         return mds
     print(f"[pareto] converting {args.train} + {args.val} to MDS in {mds} (tokenized, seq 128)", flush=True)

@@ -119,3 +119,17 @@ def test_pareto_runs_end_to_end_on_cpu(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (out / "results.json").is_file()
+
+
+def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
+    """The script converts into <out>/mds itself: a folder left there without its index is its own earlier,
+    interrupted conversion, and the error says to delete it (not to build data elsewhere)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pareto_script", os.path.join(REPO, "scripts", "pareto.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "mds" / "train").mkdir(parents=True)  # shards never finished: no index.json
+    args = script.parse_args(["--train", "t.txt", "--val", "v.txt", "--task_dir", "x", "--out", str(tmp_path)])
+    with pytest.raises(RecipeError, match="incomplete conversion from an earlier run.*Delete it"):
+        script.prepare_data(args)
