@@ -10,9 +10,10 @@ export HF_HUB_OFFLINE=1
 for seed in 17 18; do
   for fast in true false; do
     tag=fast_${fast}_seed${seed}
-    [ -f $out/$tag.jsonl ] && continue
+    [ -f $out/$tag.jsonl ] && continue  # finished earlier (a run's log is renamed into place only at its end)
     python main.py yamls/demo.yaml compile_config={} model.config.fast_dropout=$fast seed=$seed save_folder=null \
-        progress_bar=false eval_subset_num_batches=-1 loggers.jsonl.path=$out/$tag.jsonl > $out/$tag.log 2>&1
+        progress_bar=false eval_subset_num_batches=-1 loggers.jsonl.path=$out/$tag.partial > $out/$tag.log 2>&1
+    mv $out/$tag.partial $out/$tag.jsonl
   done
 done
 python - "$out" <<'PY'

@@ -2,7 +2,7 @@
 # Session 4 on a 2 x H200 machine (the device tool's nvidia-h200-x2), started in the background and waited
 # on over one or two device calls (each call is at most 10 minutes):
 #   bash benchmarks/run_h200_session4.sh $OUT microbench|speed|final
-# Both phases first run Composer's FSDP test of issue 7 on both GPUs (train on 2 GPUs, save, resume; equal
+# Every phase first runs Composer's FSDP test of issue 7 on both GPUs (train on 2 GPUs, save, resume; equal
 # losses), keeping every launch's whole output (pytest --basetemp under runs/s4).
 # microbench (call 1): GPU 0: scripts/microbench.py, GeGLU block cases (projection layout, GELU form, GEMM
 #   floor, max-autotune); GPU 1: microbench attention cases (layouts, SDPA backends), then a kernel table
@@ -16,6 +16,7 @@
 set -u
 out=${1:-/tmp/out}
 phase=${2:-microbench}
+case "$phase" in microbench|speed|final) ;; *) echo "unknown phase '$phase': use microbench, speed or final" >&2; exit 2;; esac
 TOK=.gpu-data/tokenizer/bert-base-uncased
 CORPUS=.gpu-data/val.jsonl.gz
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -57,7 +58,7 @@ elif [ "$phase" = final ]; then
    tail -n 4 runs/s4/bench_dataset_b128.log) &
   gpu1=$!
   wait $gpu0 $gpu1
-else
+else  # speed
   (export CUDA_VISIBLE_DEVICES=0
    timeout 330 python scripts/benchmark.py --corpus $CORPUS --tokenizer $TOK --steps 20 --warmup 8 \
        --variants mosaic_bert:flex:compile hf_bert:sdpa:compile --shapes 512x64 --lengths full uniform \
