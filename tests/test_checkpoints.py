@@ -25,7 +25,8 @@ def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
 def test_failed_download_is_a_clear_error_naming_the_uri(uri, cause, monkeypatch):
     """read_weights is the one reader of starting weights (fine-tuning, export): a download that fails is
     one RecipeError with the URI, the cause and what to give instead."""
-    monkeypatch.setenv("NO_PROXY", "*")  # a proxy in the environment would turn the refusal into ProxyError
+    for name in ("NO_PROXY", "no_proxy"):  # a proxy in the environment would turn the refusal into ProxyError
+        monkeypatch.setenv(name, "*")
     with pytest.raises(RecipeError, match=f"Could not read weights from {re.escape(repr(uri))} \\({cause}.*"
                                           "object-store URI"):
         read_weights(uri)

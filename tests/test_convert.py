@@ -169,17 +169,14 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / "out" / "train").exists()
 
 
-def test_pretokenized_output(tmp_path):
-    from mosaicbert.tokenizer import load_tokenizer
-
-    tok = load_tokenizer("bert-base-uncased")
+def test_pretokenized_output(tmp_path, tokenizer):
     docs = [sentence(i) for i in range(20)]
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     out = tmp_path / "out"
-    convert_text([tmp_path / "docs.jsonl"], out, val_fraction=0.0, tokenizer=tok, max_seq_len=8, progress=False)
+    convert_text([tmp_path / "docs.jsonl"], out, val_fraction=0.0, tokenizer=tokenizer, max_seq_len=8, progress=False)
     ids = read_split(out / "train", column="input_ids")
     assert ids[0].dtype == np.int32
-    assert [list(x) for x in ids] == [tok(d, truncation=True, max_length=8)["input_ids"] for d in docs]
+    assert [list(x) for x in ids] == [tokenizer(d, truncation=True, max_length=8)["input_ids"] for d in docs]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -107,27 +107,19 @@ def train_losses(path) -> dict[int, float]:
     return {r["step"]: r["loss/train/total"] for r in rows if "loss/train/total" in r}
 
 
-PARALLELISM = {
-    "ddp_cpu": {"eval_loader": "null"},
-    "fsdp_gpu": {"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
-                 "fsdp_config": "{sharding_strategy: FULL_SHARD}"},
-}
 # How close the resumed losses must be. On CPU the runs are bit-identical: a resume that lost the optimizer
 # moments or the RNG state moves the losses by ~4e-4 relative, which a looser bound would let through.
 # FSDP on 2 H200s also gave bit-equal losses (benchmarks/results/session4/call2); the bound leaves room for
 # bf16 kernels that need not be deterministic, far below what a lost state costs.
-RESUME_TOLERANCE = {"ddp_cpu": 1e-7, "fsdp_gpu": 1e-5}
-
-
-@pytest.mark.parametrize("parallelism", [
-    "ddp_cpu",
-    pytest.param("fsdp_gpu", marks=pytest.mark.skipif(torch.cuda.device_count() < 2,
-                                                      reason="Composer's FSDP needs 2 CUDA GPUs")),
+@pytest.mark.parametrize("settings, tolerance", [
+    pytest.param({"eval_loader": "null"}, 1e-7, id="ddp_cpu"),
+    pytest.param({"device": "gpu", "precision": "amp_bf16", "eval_loader": "null",
+                  "fsdp_config": "{sharding_strategy: FULL_SHARD}"}, 1e-5, id="fsdp_gpu",
+                 marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Composer's FSDP needs 2 CUDA GPUs")),
 ])
-def test_two_process_resume_continues_the_uninterrupted_losses(parallelism, tiny_mds, tmp_path):
+def test_two_process_resume_continues_the_uninterrupted_losses(settings, tolerance, tiny_mds, tmp_path):
     """Train 6 batches on 2 processes, saving at batch 3; resume a new 2-process launch from it: batches
     4-6 have the uninterrupted run's losses (DDP over gloo on CPU; Composer's FSDP on 2 GPUs)."""
-    settings = PARALLELISM[parallelism]
     launch(2, run_args(tiny_mds, tmp_path, "full", **settings,
                        **{"loggers.jsonl.path": str(tmp_path / "full.jsonl")}), tmp_path)
     checkpoint = tmp_path / "full" / "ckpt" / "ep0-ba3-rank0.pt"
@@ -138,4 +130,4 @@ def test_two_process_resume_continues_the_uninterrupted_losses(parallelism, tiny
     # Composer logs a batch's loss at that batch's 0-based step: batches 4-6 are steps 3-5 in both runs.
     assert len(full) == 6 and sorted(resumed) == sorted(full)[3:]
     for step in resumed:
-        assert resumed[step] == pytest.approx(full[step], rel=RESUME_TOLERANCE[parallelism]), f"step {step}"
+        assert resumed[step] == pytest.approx(full[step], rel=tolerance), f"step {step}"

@@ -467,21 +467,27 @@ def test_cli(trained, tmp_path, capsys):
     assert json.load(open(os.path.join(out, "config.json")))["model_type"] == "bert"
 
 
-def test_export_accepts_the_padding_of_the_models_own_vocabulary_multiple():
-    """A model trained with pad_vocab_multiple 128 has up to 127 padding rows: export trims them; with the
-    default 64, the same gap means a tokenizer that does not fit."""
+def padded_weights(multiple: int):
+    """A 256-row MosaicBERT trained with ``pad_vocab_multiple=multiple``, as export reads it."""
     from mosaicbert.checkpoints import Weights
-    from mosaicbert.export import build_export_model
     from mosaicbert.model import MosaicBertConfig, MosaicBertForMaskedLM
 
-    tokenizer_size = 186
-    for multiple, fits in ((128, True), (64, False)):
-        config = MosaicBertConfig(vocab_size=256, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, pad_vocab_multiple=multiple)
-        weights = Weights(MosaicBertForMaskedLM(config).state_dict(), "mosaic_bert", config.to_dict())
-        if fits:
-            model, _ = build_export_model(weights, tokenizer_size)
-            assert model.config.vocab_size == tokenizer_size
-        else:
-            with pytest.raises(RecipeError, match="more than a padding to a multiple of 64"):
-                build_export_model(weights, tokenizer_size)
+    config = MosaicBertConfig(vocab_size=256, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32, pad_vocab_multiple=multiple)
+    return Weights(MosaicBertForMaskedLM(config).state_dict(), "mosaic_bert", config.to_dict())
+
+
+def test_export_accepts_the_padding_of_the_models_own_vocabulary_multiple():
+    """A model trained with pad_vocab_multiple 128 has up to 127 padding rows: export trims them."""
+    from mosaicbert.export import build_export_model
+
+    model, _ = build_export_model(padded_weights(128), tokenizer_size=186)
+    assert model.config.vocab_size == 186
+
+
+def test_export_refuses_a_tokenizer_further_than_one_padding_multiple_away():
+    """With the default multiple 64, the same 70-row gap means a tokenizer that does not fit."""
+    from mosaicbert.export import build_export_model
+
+    with pytest.raises(RecipeError, match="more than a padding to a multiple of 64"):
+        build_export_model(padded_weights(64), tokenizer_size=186)

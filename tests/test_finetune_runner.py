@@ -445,11 +445,11 @@ def test_demo_tasks_are_balanced_deterministic_and_honest(tmp_path):
     assert sorted(shuffled[:-1].split()) == sorted(sentence[:-1].split())
 
 
-def test_classifier_config_pads_the_vocabulary_to_the_encoders_multiple():
+@pytest.mark.parametrize("multiple, padded", [(64, 30528), (128, 30592)])
+def test_classifier_config_pads_the_vocabulary_to_the_encoders_multiple(multiple, padded):
     """An export trims the vocabulary to the tokenizer; fine-tuning pads it back to the multiple the model
     was trained with (its pad_vocab_multiple), not always to 64."""
-    for multiple, padded in ((64, 30528), (128, 30592)):
-        config = {"model_type": "mosaic_bert", "vocab_size": 30522, "pad_vocab_multiple": multiple}
-        encoder = Encoder(path="export", family="mosaic_bert", config=config, tokenizer_name="bert-base-uncased",
-                          weights=None)
-        assert classifier_config(encoder, GLUE_TASKS["rte"], {}, 128).vocab_size == padded
+    config = {"model_type": "mosaic_bert", "vocab_size": 30522, "pad_vocab_multiple": multiple}
+    encoder = Encoder(path="export", family="mosaic_bert", config=config, tokenizer_name="bert-base-uncased",
+                      weights=None)
+    assert classifier_config(encoder, GLUE_TASKS["rte"], {}, 128).vocab_size == padded

@@ -430,19 +430,27 @@ def test_hash_keep_mask_threshold_is_exact(monkeypatch):
     assert not mb.hash_keep_mask(torch.Size([1000]), 1 - 1e-12, seed).any()
 
 
-def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(monkeypatch):
+@pytest.fixture
+def hash_calls(monkeypatch):
+    """The dropout rate of every call of hash_keep_mask (calls made while torch.compile traces)."""
     from mosaicbert.model import modeling_mosaic_bert as mb
 
-    traced = []
+    calls = []
     real = mb.hash_keep_mask
-    monkeypatch.setattr(mb, "hash_keep_mask", lambda *a: traced.append(a[1]) or real(*a))
+    monkeypatch.setattr(mb, "hash_keep_mask", lambda *a: calls.append(a[1]) or real(*a))
+    return calls
+
+
+def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(hash_calls):
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
     torch._dynamo.reset()
     dropout = mb.MosaicBertDropout(0.25).train()
     compiled = torch.compile(lambda t: dropout(t) * 3.0)
     x = torch.randn(96, 64, dtype=torch.float64, requires_grad=True)
     out = compiled(x)
     out.sum().backward()
-    assert traced == [0.25], "torch.compile traced the hash path"
+    assert hash_calls == [0.25], "torch.compile traced the hash path"
     kept = out != 0
     assert 0.65 < kept.double().mean() < 0.85
     torch.testing.assert_close(out[kept], 3.0 * x[kept] / 0.75)
@@ -450,22 +458,22 @@ def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(monke
     second = compiled(x)
     assert not torch.equal(second != 0, kept), "each call draws a new seed"
     # Eager: torch's dropout. Eval, compiled or not: the identity.
-    traced.clear()
+    hash_calls.clear()
     eager = dropout(x)
     assert ((eager == 0) | torch.isclose(eager, x / 0.75)).all()
-    assert traced == [], "eager mode did not use the hash"
+    assert hash_calls == [], "eager mode did not use the hash"
     dropout.eval()
     assert torch.equal(dropout(x), x) and torch.equal(compiled(x), 3.0 * x)
-    assert traced == [], "evaluation did not use the hash"
+    assert hash_calls == [], "evaluation did not use the hash"
     # fast_dropout=False: torch's dropout also when compiled (the benchmarks' "before" rows rely on it).
     torch._dynamo.reset()
     slow = mb.MosaicBertDropout(0.25, fast=False).train()
     out = torch.compile(lambda t: slow(t) * 3.0)(x)
-    assert traced == [] and 0.65 < (out != 0).double().mean() < 0.85
+    assert hash_calls == [] and 0.65 < (out != 0).double().mean() < 0.85
     torch._dynamo.reset()
 
 
-def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch):
+def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch, hash_calls):
     from mosaicbert.model import modeling_mosaic_bert as mb
 
     torch._dynamo.reset()
@@ -484,13 +492,11 @@ def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch):
     assert a.dtype == b.dtype == torch.bfloat16 and not torch.equal(a == 0, b == 0)
     torch._dynamo.reset()
     # A partitioner allowed to recompute random ops would redraw the seed in backward: use F.dropout.
-    traced = []
-    real = mb.hash_keep_mask
-    monkeypatch.setattr(mb, "hash_keep_mask", lambda *a: traced.append(a[1]) or real(*a))
+    hash_calls.clear()  # the compiled calls above used the hash
     monkeypatch.setattr(torch._functorch.config, "aggressive_recomputation", True)
     out = torch.compile(mb.MosaicBertDropout(0.25).train())(x)
     out.sum().backward()
-    assert traced == []
+    assert hash_calls == []
     torch.testing.assert_close(x.grad, (out != 0).double() / 0.75)
     torch._dynamo.reset()
 

@@ -70,8 +70,8 @@ def test_long_text_shortcut_matches_full_tokenization(tokenizer, text_mds):
 def test_pretokenized_samples(tokenizer, tmp_path, encoding):
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     rows = [[cls, 2000, 2001, sep], [cls] + list(range(3000, 3100)) + [sep], [cls] + list(range(4000, 4050))]
-    write_tokenized(tmp_path / "tokenizer", rows, encoding)
-    dataset = StreamingTextDataset(tokenizer, 10, local=str(tmp_path / "tokenizer"))
+    write_tokenized(tmp_path / "pretokenized", rows, encoding)
+    dataset = StreamingTextDataset(tokenizer, 10, local=str(tmp_path / "pretokenized"))
     assert dataset[0]["input_ids"].tolist() == rows[0]
     long = dataset[1]["input_ids"]
     assert long.dtype == np.int64 and long.tolist() == [cls] + list(range(3000, 3008)) + [sep]  # keeps [SEP]

@@ -100,7 +100,7 @@ def test_eval_every_seconds_must_be_positive(tiny_mds, tmp_path):
 
 def test_an_epoch_upper_bound_stops_at_the_end_of_the_epoch(tiny_mds, tmp_path):
     fake = FakeTime()
-    trainer, budget = budget_trainer(tiny_mds, tmp_path, fake, "max_duration=1ep",
+    trainer, _ = budget_trainer(tiny_mds, tmp_path, fake, "max_duration=1ep",
                                      "callbacks.time_budget.train_seconds=1000",
                                      "train_loader.split=train_small")  # 200 samples: 25 batches of 8
     trainer.fit()

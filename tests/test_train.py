@@ -143,7 +143,7 @@ def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_
 def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(tiny_mds, tmp_path):
     import torch._dynamo
 
-    from mosaicbert.training.trainer import trainer_kwargs
+    from mosaicbert.training.trainer import TORCH_OPTIMIZE_DDP, trainer_kwargs
 
     cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path)) + ["compile_config.optimize_ddp=false",
                                                                        "compile_config.dynamic=true"])
@@ -156,7 +156,7 @@ def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(
         assert cfg.compile_config["optimize_ddp"] is False  # the recipe itself is left as written
         # A later build in the same process without the key (the next fine-tuning job) gets torch's default.
         trainer_kwargs(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path))), "cpu", 4)
-        assert torch._dynamo.config.optimize_ddp == before
+        assert torch._dynamo.config.optimize_ddp == TORCH_OPTIMIZE_DDP
     finally:
         torch._dynamo.config.optimize_ddp = before
 
