@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+from .metrics_log import read_jsonl
 
 
 def _pyplot():
@@ -52,8 +55,6 @@ def plot_throughput(results: list[dict], path: str, title: str = "Pretraining st
 def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/train/total",
                  "metrics/eval/LanguageCrossEntropy")) -> None:
     """Loss curves from JSONLinesLogger files (one line per logged step)."""
-    from .training.callbacks import read_jsonl
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for file in paths:
@@ -74,24 +75,22 @@ def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/t
     plt.close(fig)
 
 
-def plot_time_to_quality(summary: dict, path: str, labels: dict | None = None,
-                         title: str = "Eval masked-LM loss against training time") -> None:
-    """Eval loss against training seconds for each run of a :func:`mosaicbert.pareto.compare` summary,
-    with the baseline's final loss and the time the candidate reaches it marked."""
+def plot_time_to_quality(bold: Mapping[str, Sequence[Mapping]], faint: Mapping[str, Sequence[Mapping]], path: str,
+                         target: Optional[float] = None, target_label: str = "",
+                         title: str = "Eval loss against training time") -> None:
+    """Eval loss against training seconds (:func:`mosaicbert.analysis.time_to_quality.eval_curve` points):
+    the ``bold`` curves labelled, the ``faint`` ones (the rest of a sweep) thin and grey, and a dashed
+    line at ``target`` (the baseline's final loss)."""
     plt = _pyplot()
-    labels = labels or {}
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for name, row in summary["runs"].items():
-        curve = row["curve"]
-        ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "o-", markersize=3,
-                label=labels.get(name, name))
-    target = summary["target_loss"]
-    ax.axhline(target, color="grey", linestyle="--", linewidth=1,
-               label=f"{labels.get(summary['baseline'], summary['baseline'])} final loss {target:.3f}")
-    reached = summary.get("candidate_seconds_to_target")
-    if reached is not None:
-        ax.axvline(reached, color="grey", linestyle=":", linewidth=1,
-                   label=f"reached by {labels.get(summary['candidate'], summary['candidate'])} at {reached:.0f} s")
+    for name, curve in faint.items():
+        ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "-", color="grey", alpha=0.35,
+                linewidth=0.8, label="other sweep runs" if name == next(iter(faint)) else None)
+    for label, curve in bold.items():
+        ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "o-", markersize=3, linewidth=2,
+                label=label)
+    if target is not None:
+        ax.axhline(target, color="black", linestyle="--", linewidth=1, label=target_label or f"{target:.3f}")
     ax.set_xlabel("training time (s; evaluation and compilation excluded)")
     ax.set_ylabel("eval masked-LM cross entropy (15% masking)")
     ax.set_title(title)
@@ -103,7 +102,7 @@ def plot_time_to_quality(summary: dict, path: str, labels: dict | None = None,
 
 
 def plot_scaling(rows: list[dict], path: str) -> None:
-    """Per-GPU throughput for each GPU count (``scripts/scaling.py`` rows)."""
+    """Per-GPU throughput for each GPU count (``benchmarks/scaling.py`` rows)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar([str(r["gpus"]) for r in rows], [r["tokens_per_s_per_gpu"] / 1e3 for r in rows])

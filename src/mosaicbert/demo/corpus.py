@@ -37,8 +37,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..data.convert import SPLIT_NAMES, check_outputs, convert_text
 from ..errors import RecipeError
-from .convert import SPLIT_NAMES, check_outputs, convert_text
 
 log = logging.getLogger(__name__)
 

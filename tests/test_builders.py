@@ -1,9 +1,9 @@
-"""Builders behind the registry names."""
+"""Builders behind the registry names (mosaicbert.training.builders)."""
 
 import pytest
 import torch
 
-from mosaicbert import registry
+from mosaicbert import components, registry  # noqa: F401  (components fills the tables)
 
 
 @pytest.mark.parametrize("fused", [None, True])

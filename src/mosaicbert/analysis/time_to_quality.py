@@ -1,12 +1,13 @@
 """Time to quality: read two time-budgeted pretraining runs and their fine-tuning results, and compare them.
 
-``scripts/pareto.py`` runs the experiment; this module turns its files into the comparison:
+``benchmarks/time_to_quality.py`` runs the experiment; this module turns its files into the comparison:
 
 * :func:`eval_curve` reads ``(training seconds, eval loss, eval masked accuracy)`` points from a run's
   JSON-lines metrics log (``time/train_seconds`` comes from the ``time_budget`` callback);
 * :func:`time_to_reach` is when a curve first reaches a loss, interpolating linearly between evaluations;
+* :func:`best_run` picks a sweep's representative (lowest final eval loss);
 * :func:`compare` builds the summary record, :func:`markdown` the table, and
-  :func:`mosaicbert.plots.plot_time_to_quality` the plot.
+  :func:`mosaicbert.analysis.plots.plot_time_to_quality` the plot.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from .errors import RecipeError
+from ..errors import RecipeError
+from .metrics_log import read_jsonl
 
 LOSS_KEY = "metrics/eval/LanguageCrossEntropy"
 ACCURACY_KEY = "metrics/eval/MaskedAccuracy"
@@ -25,8 +27,6 @@ CLOCK_KEY = "time/train_seconds"
 
 def eval_curve(metrics_path: str) -> list[dict[str, float]]:
     """``[{"step", "seconds", "loss", "accuracy"}]`` for every evaluation in a metrics log, in order."""
-    from .training.callbacks import read_jsonl
-
     clock: dict[int, float] = {}
     evals: dict[int, dict[str, float]] = {}
     try:
@@ -64,6 +64,16 @@ def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float) -> Optional
             return previous["seconds"] + fraction * (point["seconds"] - previous["seconds"])
         previous = point
     return None
+
+
+def best_run(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
+    """The name of the run whose last evaluation has the lowest loss (a sweep's representative)."""
+    if not curves:
+        raise RecipeError("No runs to choose the best of.")
+    empty = [name for name, curve in curves.items() if not curve]
+    if empty:
+        raise RecipeError(f"Run {empty[0]!r} logged no evaluation; it needs eval_loader and eval_every_seconds.")
+    return min(curves, key=lambda name: curves[name][-1]["loss"])
 
 
 def downstream_accuracy(results_path: str, task: str) -> dict[str, float]:
