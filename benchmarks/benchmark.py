@@ -11,9 +11,9 @@ Timing: warm-up steps first (compilation, autotuning), then CUDA events around e
 (forward + backward + optimizer step), median over the timed steps. Real tokens/s counts non-padding
 tokens only. MFU uses ``mosaicbert.flops`` over a bf16 matmul rate measured in this run.
 
-    python scripts/benchmark.py --corpus corpus/train.jsonl.gz --tokenizer bert-base-uncased \\
+    python benchmarks/benchmark.py --corpus corpus/train.jsonl.gz --tokenizer bert-base-uncased \\
         --variants mosaic_bert:flex:compile hf_bert:sdpa:compile --shapes 128x256 512x64 \\
-        --lengths full uniform --json benchmarks/results/run.json
+        --lengths full uniform --json benchmarks/out/run.json
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def main(argv=None):
                     json.dump({"environment": env, "args": vars(args), "results": results}, f, indent=1)
     print_table(results)
     if args.plot:
-        from mosaicbert.plots import plot_throughput
+        from mosaicbert.analysis.plots import plot_throughput
 
         plot_throughput(results, args.plot)
 

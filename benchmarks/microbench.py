@@ -8,7 +8,7 @@ unpadded tokens (the step's ``[T, hidden]`` tensor), timed with CUDA events afte
 ``full`` (every row S long) and ``uniform`` (lengths uniform in [S/4, S]), packed as the model packs
 them, also with a block mask of 64-token blocks. Prints one table, writes JSON.
 
-    python scripts/microbench.py --tokens 32768 --seq 128 --json runs/microbench.json
+    python benchmarks/microbench.py --tokens 32768 --seq 128 --json runs/microbench.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Data-parallel scaling: per-GPU throughput of a recipe on 1, 2, 4... GPUs of one node, through main.py.
 
-    python scripts/scaling.py yamls/mosaicbert-base.yaml --gpus 1 2 4 --steps 24 --out runs/scaling \\
+    python benchmarks/scaling.py yamls/mosaicbert-base.yaml --gpus 1 2 4 --steps 24 --out runs/scaling \\
         --set variables.data_local=./data/c4
 
 For each GPU count N it runs ``composer -n N main.py <recipe>`` for ``--steps`` optimizer steps at the
@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 from mosaicbert.errors import RecipeError, report_errors
-from mosaicbert.plots import plot_scaling
+from mosaicbert.analysis.plots import plot_scaling
 from mosaicbert.training.cli import log_tail
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ def throughput(metrics_path: str, steps: int, n: int, warmup: int) -> dict:
     """Median per-step throughput after ``warmup`` steps, and SpeedMonitor's window at the last step."""
     import statistics
 
-    from mosaicbert.training.callbacks import read_jsonl
+    from mosaicbert.analysis.metrics_log import read_jsonl
 
     clock, tokens, samples, last = {}, {}, {}, {}
     for row in read_jsonl(metrics_path):

@@ -1,4 +1,4 @@
-"""Time to quality (scripts/pareto.py): the curve arithmetic, and the whole pipeline at toy size on CPU."""
+"""Time to quality (benchmarks/time_to_quality.py): the curve arithmetic, and the whole pipeline at toy size on CPU."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mosaicbert import pareto
+from mosaicbert.analysis import time_to_quality as pareto
 from mosaicbert.errors import RecipeError
 
 from conftest import make_documents
@@ -92,33 +92,46 @@ TINY_PRETRAIN = [
 TINY_FINETUNE = ["device=cpu", "precision=fp32", "default_seeds=[1,2]", "tasks.sentiment.max_duration=1ep"]
 
 
-def test_pareto_runs_end_to_end_on_cpu(tmp_path):
+def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_path):
     task = write_inputs(tmp_path)
     out = tmp_path / "out"
-    command = [sys.executable, os.path.join(REPO, "scripts", "pareto.py"),
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "time_to_quality.py"),
                "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
                "--task_dir", str(task), "--out", str(out), "--budget_s", "3", "--eval_every_s", "1",
-               "--gpus", "", "--set", *TINY_PRETRAIN, "--finetune_set", *TINY_FINETUNE]
+               "--lrs", "1e-3", "3e-3", "--gpus", "", "--summary", str(tmp_path / "published.json"),
+               "--set", *TINY_PRETRAIN, "--finetune_set", *TINY_FINETUNE]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    summary = json.loads((out / "results.json").read_text())
-    assert set(summary["runs"]) == {"bert", "mosaicbert"}
-    for name, run in summary["runs"].items():
-        seconds = [p["seconds"] for p in run["curve"]]
+    record = json.loads((out / "results.json").read_text())
+    assert len(record["sweep"]) == 4  # 2 models x 2 learning rates
+    for model in ("bert", "mosaicbert"):
+        runs = {name: run for name, run in record["sweep"].items() if run["model"] == model}
+        assert {run["lr"] for run in runs.values()} == {1e-3, 3e-3}
+        best = record["best"][model]
+        assert record["sweep"][best]["final"]["loss"] == min(run["final"]["loss"] for run in runs.values())
+    for name, curve in record["curves"].items():
+        seconds = [p["seconds"] for p in curve]
         # Evaluated about every second of training, ending at the 3 s budget (within one batch).
         assert len(seconds) >= 3 and seconds == sorted(seconds), (name, seconds)
         assert 3.0 <= seconds[-1] < 4.5, (name, seconds)
-        assert run["downstream"]["n"] == 2 and 0.0 <= run["downstream"]["mean"] <= 1.0
-    assert os.path.getsize(out / "pareto.png") > 10_000
+    comparison = record["budgets"]["3s"]
+    assert comparison["settings"]["bert"]["run"] == record["best"]["bert"]
+    for model in ("bert", "mosaicbert"):
+        down = comparison["runs"][model]["downstream"]
+        assert down["n"] == 2 and 0.0 <= down["mean"] <= 1.0
+    assert os.path.getsize(out / "time_to_quality.png") > 10_000
     assert "reaches" in result.stdout or "did not reach" in result.stdout
     assert (out / "results.md").read_text() in result.stdout
+    published = json.loads((tmp_path / "published.json").read_text())
+    assert published["budgets"]["3s"] == comparison and "machine" in published and "--lrs" in published["command"]
 
-    # A second run refuses to replace the first one's runs unless asked.
+    # A second run continues the first: every finished run is reused, nothing trains again.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert (out / "results.json").is_file()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done earlier, reused") == 6  # 4 pretraining runs, 2 fine-tunings
+    assert json.loads((out / "results.json").read_text())["sweep"] == record["sweep"]
 
 
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
@@ -126,7 +139,7 @@ def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
     interrupted conversion, and the error says to delete it (not to build data elsewhere)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pareto_script", os.path.join(REPO, "scripts", "pareto.py"))
+    spec = importlib.util.spec_from_file_location("pareto_script", os.path.join(REPO, "benchmarks", "time_to_quality.py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     (tmp_path / "mds" / "train").mkdir(parents=True)  # shards never finished: no index.json
