@@ -185,6 +185,20 @@ def test_sequences_longer_than_any_seen_work():
     assert relative_error(out, reference_encoder(model, ids, mask, types), mask) < 1e-5
 
 
+def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa(monkeypatch):
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", None)
+    for device in (cuda, cpu):
+        assert mb.resolve_attention_backend("auto", device, torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", lambda *args, **kwargs: None)
+    assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16) == "flash_attn"
+    assert mb.resolve_attention_backend("auto", cuda, torch.float32) == "sdpa"  # flash-attn has no fp32
+    assert mb.resolve_attention_backend("auto", cpu, torch.bfloat16) == "sdpa"
+    assert mb.resolve_attention_backend("flex", cuda, torch.bfloat16) == "flex"  # still selectable
+
+
 @pytest.mark.skipif(flex_attention is None, reason="needs FlexAttention")
 def test_document_block_mask_matches_dense_sequence_mask():
     from torch.nn.attention.flex_attention import create_block_mask

@@ -7,9 +7,10 @@ What differs from Hugging Face BERT, each switchable in :class:`MosaicBertConfig
   * GeGLU feed-forward; LayerNorm in the autocast dtype; post-LN (pre-LN optional);
   * the MLM head runs only on masked positions when labels are given.
 
-Attention backends: flash-attn's varlen kernel (optional package), PyTorch FlexAttention on a packed
-layout with a per-sequence block mask, or PyTorch SDPA on a re-padded layout with an additive bias.
-All three compute the same function; a checkpoint from one runs with any other.
+Attention backends: flash-attn's varlen kernel (optional package); PyTorch SDPA on q, k, v re-padded to
+``[B, heads, S, head_dim]`` with one additive ALiBi + key-padding bias built per forward (the default
+without flash-attn); or PyTorch FlexAttention on the packed tokens with a per-sequence block mask. All
+three compute the same function; a checkpoint from one runs with any other.
 
 Layout of this file, top to bottom: ALiBi slopes, (un)padding, attention backends, layers, the
 ``PreTrainedModel`` classes. It imports only torch and transformers (flash_attn if present) so that it
@@ -132,13 +133,17 @@ class Unpadded:
 # Attention backends
 # ----------------------------------------------------------------------------------------------
 def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Map ``auto`` to the fastest backend available here; check an explicit request can run."""
+    """Map ``auto`` to the fastest backend available here; check an explicit request can run.
+
+    ``auto``: flash-attn's varlen kernel when flash-attn provides it (CUDA, fp16/bf16), else SDPA. SDPA
+    beat FlexAttention at full and at padded rows on an H200 (torch 2.11, BERT-base, sequence 128, batch
+    256, compiled: 550,578 against 547,220 real tokens/s at full rows, 466,781 against 423,994 at rows of
+    32-128 tokens; attention alone, dense layout: 0.55 against 0.88 ms and 0.52 against 1.38 ms per layer).
+    """
     half = dtype in (torch.float16, torch.bfloat16)
     if requested == "auto":
         if device.type == "cuda" and flash_attn_varlen_qkvpacked_func is not None and half:
             return "flash_attn"
-        if device.type == "cuda" and flex_attention is not None:
-            return "flex"
         return "sdpa"
     if requested == "flash_attn":
         if flash_attn_varlen_qkvpacked_func is None or device.type != "cuda" or not half:
