@@ -2,6 +2,9 @@
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +17,11 @@ from mosaicbert.model import (
     MosaicBertModel,
     alibi_slopes,
 )
-from mosaicbert.model.modeling_mosaic_bert import document_block_mask, flex_attention
+from mosaicbert.model.modeling_mosaic_bert import (
+    document_block_mask,
+    flash_attn_varlen_qkvpacked_func,
+    flex_attention,
+)
 
 BACKENDS = ["sdpa"] + (["flex"] if flex_attention is not None else [])
 
@@ -199,6 +206,25 @@ def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa(monkeypatch):
     assert mb.resolve_attention_backend("flex", cuda, torch.bfloat16) == "flex"  # still selectable
 
 
+def test_flash_attn_4_alone_does_not_count_as_flash_attn(tmp_path):
+    """flash-attn 4 installs an importable `flash_attn` package holding only `flash_attn.cute`. The model
+    must not take that for flash-attn 2's varlen function, and `auto` must resolve to SDPA on CUDA."""
+    (tmp_path / "flash_attn" / "cute").mkdir(parents=True)
+    (tmp_path / "flash_attn" / "__init__.py").write_text("")
+    (tmp_path / "flash_attn" / "cute" / "__init__.py").write_text("")
+    import mosaicbert
+
+    src = os.path.dirname(os.path.dirname(mosaicbert.__file__))
+    code = ("import torch, flash_attn.cute\n"
+            "from mosaicbert.model import modeling_mosaic_bert as m\n"
+            "print(m.flash_attn_varlen_qkvpacked_func, "
+            "m.resolve_attention_backend('auto', torch.device('cuda'), torch.bfloat16))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), src]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "sdpa"]
+
+
 @pytest.mark.skipif(flex_attention is None, reason="needs FlexAttention")
 def test_document_block_mask_matches_dense_sequence_mask():
     from torch.nn.attention.flex_attention import create_block_mask
@@ -312,13 +338,9 @@ def test_a_short_training_run_lowers_the_loss():
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10, losses
 
 
-CUDA_BACKENDS = ["sdpa", "flex"]
-try:  # the optional kernel, only where it is installed
-    import flash_attn  # noqa: F401  (only whether it imports matters)
-
-    CUDA_BACKENDS.append("flash_attn")
-except ImportError:
-    pass
+# flash_attn only where the model found the function it calls: flash-attn 4 installs an importable
+# `flash_attn` package (flash_attn.cute) without it.
+CUDA_BACKENDS = ["sdpa", "flex"] + (["flash_attn"] if flash_attn_varlen_qkvpacked_func is not None else [])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

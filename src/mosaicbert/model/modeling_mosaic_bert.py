@@ -148,8 +148,9 @@ def resolve_attention_backend(requested: str, device: torch.device, dtype: torch
     if requested == "flash_attn":
         if flash_attn_varlen_qkvpacked_func is None or device.type != "cuda" or not half:
             raise RuntimeError(
-                "attention_backend='flash_attn' needs the flash_attn package, a CUDA device and "
-                "fp16/bf16 activations (autocast). Install flash-attn, or set attention_backend to "
+                "attention_backend='flash_attn' needs flash-attn's flash_attn_varlen_qkvpacked_func "
+                "(flash-attn 2; flash-attn 4's flash_attn.cute does not provide it), a CUDA device and "
+                "fp16/bf16 activations (autocast). Install flash-attn 2, or set attention_backend to "
                 "'auto', 'flex' or 'sdpa'."
             )
     if requested == "flex" and flex_attention is None:
