@@ -249,7 +249,7 @@ def environment(peak_tflops) -> dict:
     env = dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
                device=torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
                bf16_matmul_tflops=peak_tflops)
-    # Whether the model can use flash-attn is whether it found the function it calls: flash-attn 4
+    # Whether the model can use flash-attn is whether it found the function it uses: flash-attn 4
     # installs a `flash_attn` package (only `flash_attn.cute`, no `__version__`) without that function.
     from mosaicbert.model.modeling_mosaic_bert import flash_attn_varlen_qkvpacked_func
 

@@ -325,7 +325,7 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
     else:
         raise ValueError(name)
     compiled = torch.compile(attend)
-    if backend is not None:  # the backend is chosen when the call is traced
+    if backend is not None:  # the backend is chosen when the function is traced
         def run(qkv):
             with sdpa_kernel(backend):
                 return compiled(qkv)

@@ -436,7 +436,7 @@ def test_a_short_training_run_lowers_the_loss():
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10, losses
 
 
-# flash_attn only where the model found the function it calls: flash-attn 4 installs an importable
+# flash_attn only where the model found the function it uses: flash-attn 4 installs an importable
 # `flash_attn` package (flash_attn.cute) without it.
 CUDA_BACKENDS = ["sdpa", "flex"] + (["flash_attn"] if flash_attn_varlen_qkvpacked_func is not None else [])
 
