@@ -273,6 +273,8 @@ SDPA_VARIANTS = {  # name -> (what it computes: "model" = the model's function, 
     "sdpa, model path but q/k/v copied into contiguous [3, B, heads, S, d]": "model",
     "sdpa, model path but q/k/v copied into [3, B, S, heads, d]": "model",
     "sdpa, before issue 15 (index_copy pad, index_select unpad, materialised bias)": "model",
+    "sdpa, model path but bias materialised, rows S wide, and q/k/v copied into contiguous [3, B, heads, S, d]": "model",
+    "sdpa, model path but q/k/v strided views of the interleaved [B, S, 3, heads, d]": "model",
     "sdpa kernel alone: dense q/k/v leaves [B, heads, S, d], the model's bias, no (un)padding": "kernel",
     "sdpa, model path, no bias (not ALiBi: a floor)": "floor",
 }
@@ -302,6 +304,14 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
 
         def attend(qkv):
             return padded_sdpa(qkv, u, bias)
+    elif "bias materialised, rows S wide, and q/k/v copied" in name:
+        bias = bias_materialised(u, slopes, torch.bfloat16)
+
+        def attend(qkv):
+            return padded_sdpa(qkv, u, bias, layout="bhsd")
+    elif "strided views of the interleaved" in name:
+        def attend(qkv):
+            return padded_sdpa(qkv, u, inputs.sdpa_bias, layout="interleaved")
     elif "copied into" in name:
         layout = "bhsd" if "[3, B, heads, S, d]" in name else "bshd"
 

@@ -20,7 +20,7 @@
 #   DATA/downstream/rotten_tomatoes/    a GLUE-layout sentiment task (time-to-quality only)
 # Optional: WHEELS=<folder of .whl files> installs them first (a machine without a package index);
 # TTQ_ARGS adds arguments to time_to_quality.py (e.g. "--lrs 5e-4 1e-3"), MICROBENCH_ARGS replaces
-# microbench.py's (e.g. "--only sdpa --seq 128 --rows 256").
+# microbench.py's (e.g. "--only sdpa --seq 128 --rows 256"), SPEED_VARIANTS the speed task's variants.
 set -u
 out=${1:?usage: bash benchmarks/run_gpu.sh OUT TASK [TASK ...]}
 shift
@@ -81,10 +81,13 @@ for task in "$@"; do
         echo "fsdp test: exit $?"; tail -n 3 "$out/fsdp-test.log"
       fi;;
     speed)
-      bench speed-s128 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
-          --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s128.png"
-      bench speed-s512 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
-          --shapes 512x64 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s512.png";;
+      variants=${SPEED_VARIANTS:-hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile}
+      # shellcheck disable=SC2086
+      bench speed-s128 --variants $variants --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 \
+          --plot "$out/speed-s128.png"
+      # shellcheck disable=SC2086
+      bench speed-s512 --variants $variants --shapes 512x64 --lengths full uniform --steps 20 --warmup 8 \
+          --plot "$out/speed-s512.png";;
     profile)
       bench profile --variants mosaic_bert:auto:compile --shapes 128x256 --lengths full --steps 10 --warmup 8 \
           --profile "mosaic_bert:auto:compile@128x256@full"

@@ -220,7 +220,7 @@ class AttentionInputs:
     backend: str
     unpadded: Unpadded
     slopes: torch.Tensor  # [heads] float32
-    sdpa_bias: Optional[torch.Tensor] = None  # [B, heads, S, S] ALiBi + key padding, compute dtype (a view)
+    sdpa_bias: Optional[torch.Tensor] = None  # [B, heads, S, S] ALiBi + key padding, compute dtype
     block_mask: Optional["BlockMask"] = None  # flex: one block-diagonal mask over the packed tokens
     max_seqlen: int = 0  # flash_attn
 
@@ -228,18 +228,17 @@ class AttentionInputs:
 def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys.
 
-    Without padding it is one ``[heads, S, S]`` ALiBi bias expanded over the batch (stride 0): nothing of
-    size B x S x S is written, and SDPA's memory-efficient kernel reads the one copy for every row.
-    Rows are allocated S rounded up to a multiple of 8 wide and then cut to S: SDPA needs the row stride
-    aligned to 8 elements and would otherwise copy the bias into an aligned one in every layer.
+    Built once per forward and read by every layer. It is written out in full even without padding: on
+    an H200, SDPA's kernels ran slower on one ``[heads, S, S]`` bias expanded over the batch (stride 0)
+    than on the full tensor (benchmarks/microbench.py --only sdpa). Rows are allocated S rounded up to a
+    multiple of 8 wide and then cut to S: SDPA needs the row stride aligned to 8 elements and would
+    otherwise copy the bias into an aligned one in every layer.
     """
     B, S = unpadded.batch, unpadded.seqlen
     width = -(-S // 8) * 8
     pos = torch.arange(width, device=slopes.device)
     distance = (pos[None, :] - pos[:S, None]).abs()  # [S, width]
-    alibi = (-slopes[:, None, None] * distance[None]).to(dtype)[None]  # [1, heads, S, width]
-    if unpadded.indices is None:
-        return alibi[..., :S].expand(B, -1, -1, -1)
+    alibi = (-slopes[:, None, None] * distance[None]).to(dtype)  # [heads, S, width]
     padded_key = F.pad(~unpadded.mask, (0, width - S), value=True)  # [B, width]
     return alibi.masked_fill(padded_key[:, None, None, :], torch.finfo(dtype).min)[..., :S]
 
@@ -335,13 +334,15 @@ def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> t
         out = _flex_attention_fn(qkv.device)(q, k, v, score_mod=alibi_score_mod(inputs.slopes),
                                              block_mask=inputs.block_mask)
         return out[0].transpose(0, 1)
-    # sdpa: restore padding, attend with an additive bias, drop padding again. q, k and v are strided
-    # views of one [B, S, 3, heads, head_dim] tensor, which SDPA's kernels read without a copy (their
-    # native layout is [B, S, heads, head_dim]; only the last dimension must be contiguous). Query rows
-    # at padding see the real keys of their row (a row of padding only sees uniform weights over zero
-    # values): finite outputs, dropped by unpad, whose zero gradient adds nothing to q, k or v.
+    # sdpa: restore padding, attend with an additive bias, drop padding again. q, k and v are copied out
+    # of the padded [B, S, 3, heads, head_dim] tensor into one [3, B, S, heads, head_dim] tensor, so
+    # that each is contiguous in SDPA's native [B, S, heads, head_dim] layout: on an H200 that ran faster
+    # than SDPA on strided views of the interleaved tensor, at full and at padded rows
+    # (benchmarks/microbench.py --only sdpa). Query rows at padding see the real keys of their row (a row
+    # of padding only sees uniform weights over zero values): finite outputs, dropped by unpad, whose
+    # zero gradient adds nothing to q, k or v.
     u = inputs.unpadded
-    q, k, v = u.pad(qkv).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+    q, k, v = u.pad(qkv).permute(2, 0, 1, 3, 4).contiguous().transpose(2, 3).unbind(0)  # each [B, heads, S, d]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.sdpa_bias, dropout_p=dropout_p)
     # The efficient and flash kernels write out as [B, S, heads, head_dim]: the transpose is a view.
     return u.unpad(out.transpose(1, 2))
