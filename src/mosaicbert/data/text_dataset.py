@@ -7,22 +7,19 @@ reads ``build_text_dataloader``'s signature to type-check YAML keys.
 import json
 import logging
 import os
+import socket
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import torch
 from composer.core import DataSpec
-from streaming import StreamingDataLoader, StreamingDataset
+from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming.base.stream import streams_registry
 
 from .. import registry
-from ..errors import RecipeError
-from .mlm_collator import (
-    MLMCollator,
-    check_masking_args,
-    check_sample_length,
-    row_lengths,
-    split_batch,
-)
+from ..errors import RecipeError, describe
+from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +32,28 @@ HOW_TO_MAKE_DATA = (
     "`make demo` builds a small offline demo corpus; `python scripts/convert_text.py --inputs FILES_OR_DIRS "
     "--out_root DIR` converts your own .txt/.jsonl/.jsonl.gz text; `python scripts/convert_c4.py "
     "--out_root DIR` converts C4 (needs the Hugging Face hub)")
+
+
+class SharedFolderStream(Stream):
+    """A streaming ``Stream`` whose local folder may be shared by several nodes (NFS, Lustre).
+
+    With no ``remote``, ``local`` is the data itself and streaming decompresses each zstd shard next to
+    its zip on first use: to ``<shard>.tmp``, then renamed to ``<shard>``. Every node does this on its
+    own, so nodes reading one shared folder at once write the same ``.tmp`` file, and the rename of all
+    but the first fails with FileNotFoundError. Here each process decompresses to a name of its own (host
+    and pid) and moves the result into place atomically: the shard that appears is whole, whichever node
+    is first.
+    """
+
+    def _decompress_shard_part(self, zip_info: Any, zip_filename: str, raw_filename: str,
+                               compression: str | None) -> None:
+        own = f"{raw_filename}.{socket.gethostname()}-{os.getpid()}"
+        super()._decompress_shard_part(zip_info, zip_filename, own, compression)
+        os.replace(own, raw_filename)
+
+
+SHARED_FOLDER_STREAM = "mosaicbert_shared_folder"
+streams_registry.register(SHARED_FOLDER_STREAM, func=SharedFolderStream)
 
 
 class StreamingTextDataset(StreamingDataset):
@@ -60,6 +79,7 @@ class StreamingTextDataset(StreamingDataset):
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
                  split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
         check_sample_length(max_seq_len)
+        streaming_kwargs.setdefault("stream_name", SHARED_FOLDER_STREAM)
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
@@ -71,6 +91,25 @@ class StreamingTextDataset(StreamingDataset):
         # about to serve (restored from the checkpoint on resumption). Remember it for __getitem__.
         self._epoch = int(epoch)
         return super()._get_work(epoch, sample_in_epoch)
+
+    def on_exception(self, future: Future) -> None:
+        # Streaming's shard threads report a failure here and then end the epoch quietly: the rank's
+        # iteration just stops. Keep the error so that __iter__ can raise it.
+        if future.exception() is not None:
+            self._thread_error = future.exception()
+        super().on_exception(future)
+
+    def __iter__(self) -> Any:
+        self._thread_error = None
+        yield from super().__iter__()
+        if self._thread_error is not None:
+            folder = os.path.join(self.streams[0].local, self.streams[0].split)
+            raise RuntimeError(
+                f"Streaming could not prepare a shard of {folder!r} ({describe(self._thread_error)}; its "
+                "traceback is logged above), so this rank stopped its epoch before its last sample. Stopping the "
+                "run here: it would otherwise go on with fewer batches than it should, or none, and end as if it "
+                "had finished. Check that every shard in that folder is complete and readable from every node."
+            ) from self._thread_error
 
     def tokenize(self, text: str) -> np.ndarray:
         """``[CLS] text [SEP]`` token ids, int64 ``[L]`` with ``L <= max_seq_len``."""

@@ -234,7 +234,7 @@ def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> t
     multiple of 8 wide and then cut to S: SDPA needs the row stride aligned to 8 elements and would
     otherwise copy the bias into an aligned one in every layer.
     """
-    B, S = unpadded.batch, unpadded.seqlen
+    S = unpadded.seqlen
     width = -(-S // 8) * 8
     pos = torch.arange(width, device=slopes.device)
     distance = (pos[None, :] - pos[:S, None]).abs()  # [S, width]

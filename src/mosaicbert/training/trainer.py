@@ -14,6 +14,7 @@ from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
 from ..tokenizer import load_tokenizer
 from .callbacks import RecipeMetadata, RestoreRNG
+from .multinode import join_ranks, node_specific_signal_files
 from .time_budget import eval_interval_for
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     device = resolve_device(cfg)
     per_device, microbatch = device_batch_sizes(cfg, device)
     check_checkpointing(cfg)
+    join_ranks(device, cfg.dist_timeout)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
@@ -122,6 +124,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
