@@ -41,23 +41,26 @@ class StreamingTextDataset(StreamingDataset):
     ``__getitem__(idx)`` returns ``{"input_ids": int64 array [L], "sample_idx": idx}`` plus ``"epoch"``
     while iterating (the epoch streaming is serving, so masks are re-drawn every epoch yet still
     reproducible). Random access outside iteration (``dataset[i]``) has no epoch; the collator then
-    uses epoch 0.
+    uses epoch 0. With ``fixed_masks`` no epoch is given either: every pass masks a sample alike.
 
     Args:
         tokenizer: Hugging Face tokenizer (used for ``text`` samples and the ``[SEP]`` id).
         max_seq_len: Maximum tokens per sample, special tokens included.
         local, remote, split, shuffle: As in :class:`streaming.StreamingDataset`.
+        fixed_masks: Give no epoch, so every pass draws the same masks (evaluation sets).
         **streaming_kwargs: Any other :class:`streaming.StreamingDataset` keyword.
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
-                 split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
+                 split: str | None = None, shuffle: bool = False, fixed_masks: bool = False,
+                 **streaming_kwargs: Any) -> None:
         check_sample_length(max_seq_len)
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
         self._sep_id = tokenizer.sep_token_id
         self._epoch: int | None = None
+        self.fixed_masks = bool(fixed_masks)
 
     def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
         # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
@@ -108,7 +111,7 @@ class StreamingTextDataset(StreamingDataset):
                 "Fix: convert the data with scripts/convert_text.py or scripts/convert_c4.py, which write a "
                 "'text' column (or 'input_ids' with --tokenize).")
         item = {"input_ids": ids, "sample_idx": int(idx)}
-        if self._epoch is not None:
+        if self._epoch is not None and not self.fixed_masks:
             item["epoch"] = self._epoch
         return item
 
@@ -176,6 +179,7 @@ def build_text_dataloader(
     shuffle_seed: int = 9176,
     mlm_probability: float = 0.15,
     mask_seed: int = 0,
+    fixed_masks: bool = False,
     pad_to: str = "max_seq_len",
     num_workers: int = 8,
     prefetch_factor: int | None = 2,
@@ -196,7 +200,9 @@ def build_text_dataloader(
 
     Batches are dicts of int64 tensors ``[device_batch_size, T]`` (``T = max_seq_len`` unless
     ``pad_to="longest"``): ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``.
-    Masking is deterministic per (``mask_seed``, epoch, sample); the ``StreamingDataLoader`` carries
+    Masking is deterministic per (``mask_seed``, epoch, sample), or per (``mask_seed``, sample) with
+    ``fixed_masks`` (evaluation: every evaluation sees the same masks, so evaluations compare with each other
+    and a resumed run evaluates exactly as an uninterrupted one); the ``StreamingDataLoader`` carries
     its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
@@ -218,6 +224,7 @@ def build_text_dataloader(
         remote=remote,
         split=split,
         shuffle=shuffle,
+        fixed_masks=fixed_masks,
         shuffle_seed=shuffle_seed,
         num_canonical_nodes=num_canonical_nodes,
         predownload=predownload,

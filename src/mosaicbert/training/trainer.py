@@ -12,6 +12,7 @@ from composer.utils import dist, reproducibility
 from .. import registry
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
+from ..object_store import pretraining_store_kwargs
 from ..tokenizer import load_tokenizer
 from .callbacks import RecipeMetadata, RestoreRNG
 from .time_budget import eval_interval_for
@@ -107,6 +108,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     device = resolve_device(cfg)
     per_device, microbatch = device_batch_sizes(cfg, device)
     check_checkpointing(cfg)
+    store_kwargs = pretraining_store_kwargs(cfg)  # s3:// URIs checked, autoresume's checkpoint found
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
@@ -122,6 +124,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    kwargs.update(store_kwargs)
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
