@@ -217,25 +217,36 @@ def build_text_dataloader(
     if remote is None:
         check_local_mds(local, split)
 
-    dataset = StreamingTextDataset(
-        tokenizer=tokenizer,
-        max_seq_len=max_seq_len,
-        local=local,
-        remote=remote,
-        split=split,
-        shuffle=shuffle,
-        fixed_masks=fixed_masks,
-        shuffle_seed=shuffle_seed,
-        num_canonical_nodes=num_canonical_nodes,
-        predownload=predownload,
-        shuffle_algo=shuffle_algo,
-        shuffle_block_size=shuffle_block_size,
-        cache_limit=cache_limit,
-        download_timeout=download_timeout,
-        keep_zip=keep_zip,
-        sampling_method=sampling_method,
-        batch_size=device_batch_size,
-    )
+    try:
+        dataset = StreamingTextDataset(
+            tokenizer=tokenizer,
+            max_seq_len=max_seq_len,
+            local=local,
+            remote=remote,
+            split=split,
+            shuffle=shuffle,
+            fixed_masks=fixed_masks,
+            shuffle_seed=shuffle_seed,
+            num_canonical_nodes=num_canonical_nodes,
+            predownload=predownload,
+            shuffle_algo=shuffle_algo,
+            shuffle_block_size=shuffle_block_size,
+            cache_limit=cache_limit,
+            download_timeout=download_timeout,
+            keep_zip=keep_zip,
+            sampling_method=sampling_method,
+            batch_size=device_batch_size,
+        )
+    except ValueError as err:
+        if "Reused local directory" not in str(err):
+            raise
+        raise RecipeError(
+            f"Streaming's shared memory already registers local={local!r} for a dataset with a remote: another "
+            "run on this machine streams into it, or a run here was killed together with its resource tracker "
+            "(e.g. SIGKILL to its whole process group) and left the registration behind. If no other run uses it, "
+            "clear it with `python -c 'from streaming.base.util import clean_stale_shared_memory; "
+            "clean_stale_shared_memory()'` and start again; otherwise give this run another local folder."
+        ) from None
     collator = MLMCollator(tokenizer, mlm_probability=mlm_probability, max_seq_len=max_seq_len,
                            pad_to=pad_to, seed=mask_seed)
     # torch's DataLoader rejects prefetch_factor / persistent_workers without worker processes.
