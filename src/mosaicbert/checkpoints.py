@@ -42,18 +42,13 @@ def is_hf_folder(path: str) -> bool:
 
 
 def _local_copy(path: str, tmpdir: str) -> str:
-    """A local file for ``path``: itself, or a download of an object-store URI (``s3://`` through
-    :mod:`mosaicbert.object_store`, other schemes through Composer)."""
+    """A local file for ``path``: itself, or a download of an object-store URI through Composer."""
     if "://" not in path:
         if not os.path.isfile(path):
             raise RecipeError(f"Checkpoint {path!r} does not exist. Give a Composer checkpoint file "
                               "(e.g. runs/<run>/checkpoints/latest-rank0.pt), an object-store URI, or an "
                               "exported Hugging Face folder.")
         return path
-    from .object_store import download_checkpoint, is_s3
-
-    if is_s3(path):  # checked first: a clear error in seconds, a folder resolves to its newest checkpoint
-        return download_checkpoint(path, tmpdir)
     from composer.utils import get_file
 
     destination = os.path.join(tmpdir, os.path.basename(path.rstrip("/")) or "checkpoint.pt")
@@ -63,8 +58,11 @@ def _local_copy(path: str, tmpdir: str) -> str:
 
 def read_composer_checkpoint(path: str) -> Weights:
     """Weights and metadata from a Composer checkpoint file or URI."""
+    from .object_store import download_checkpoint, is_s3
+
     with tempfile.TemporaryDirectory() as tmpdir:
-        local = _local_copy(path, tmpdir)
+        # s3://: checked first (a clear error in seconds); a run's folder means its newest checkpoint
+        local = download_checkpoint(path, tmpdir) if is_s3(path) else _local_copy(path, tmpdir)
         try:
             checkpoint = torch.load(local, map_location="cpu", weights_only=False)
         except Exception as err:
