@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from mosaicbert.data.demo_corpus import (DEFAULT_CHUNK_CHARS, DEFAULT_MAX_CHARS, build_demo_corpus,
+from mosaicbert.demo.corpus import (DEFAULT_CHUNK_CHARS, DEFAULT_MAX_CHARS, build_demo_corpus,
                                          demo_corpus_exists)
 from mosaicbert.errors import report_errors
 

@@ -5,7 +5,7 @@ deterministic. No network needed: the default source is the demo corpus of `scri
     python scripts/make_demo_task.py --kind word_order --out_dir data/word_order
     python scripts/make_demo_task.py --kind word_order --source my_text.txt --out_dir data/my_task
 
-Kinds (see mosaicbert/finetune/demo_task.py):
+Kinds (see mosaicbert/demo/task.py):
   topic       is a sentence from the docs of a maths / scientific package (1) or of a web / cloud one (0)?
   word_order  is a sentence in its original word order (1), or was a span of 3-5 words shuffled (0)?
 yamls/glue/demo.yaml fine-tunes the demo checkpoint on data/demo_task.
@@ -16,7 +16,7 @@ import os
 import sys
 
 from mosaicbert.errors import report_errors
-from mosaicbert.finetune.demo_task import KINDS, make_demo_task
+from mosaicbert.demo.task import KINDS, make_demo_task
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,12 @@
 """Draw the plots of this repo.
 
     python scripts/plot.py metrics runs/demo/metrics.jsonl --out runs/demo/loss.png
-    python scripts/plot.py benchmark benchmarks/results/*.json --out docs/benchmarks.png
+    python scripts/plot.py benchmark benchmarks/published/throughput.json --out docs/throughput.png
 """
 
 import argparse
 
-from mosaicbert.plots import latest_results, plot_metrics, plot_throughput
+from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput
 
 
 def main() -> None:

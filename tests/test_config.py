@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from mosaicbert.config import load_config, matches_type
+from mosaicbert.config import load_config
+from mosaicbert.validation import matches_type
 from mosaicbert.errors import RecipeError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +84,7 @@ def test_type_matching():
 
 
 def test_pad_vocab_multiple_sets_the_padded_vocabulary(tokenizer):
-    from mosaicbert.composer_models import make_config
+    from mosaicbert.families import make_config
 
     assert make_config("mosaic_bert", tokenizer, 128).vocab_size == 30528  # 30522 up to a multiple of 64
     assert make_config("mosaic_bert", tokenizer, 128, {"pad_vocab_multiple": 128}).vocab_size == 30592

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mosaicbert.data.demo_corpus import (CORPUS_FILE, build_demo_corpus, demo_corpus_exists, is_prose,
+from mosaicbert.demo.corpus import (CORPUS_FILE, build_demo_corpus, demo_corpus_exists, is_prose,
                                          markup_to_paragraphs, python_docstrings)
 from mosaicbert.errors import RecipeError
 

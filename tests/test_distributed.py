@@ -22,7 +22,7 @@ def launch(nproc: int, args: list[str], cwd, script: str = os.path.join(REPO, "m
                script, *recipe, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     # One host: NCCL's bootstrap over loopback. On the 2 x H200 machine NCCL picked another interface and
-    # rank 1's bootstrap connection to rank 0 was refused (benchmarks/results/session4/call1/fsdp_launch-0.log).
+    # rank 1's bootstrap connection to rank 0 was refused (the launch log is kept for that reason).
     env.setdefault("NCCL_SOCKET_IFNAME", "lo")
     # The whole output stays in the test's folder (a crash in one rank is often far from the tail), also
     # when the launch hangs and times out.
@@ -109,7 +109,7 @@ def train_losses(path) -> dict[int, float]:
 
 # How close the resumed losses must be. On CPU the runs are bit-identical: a resume that lost the optimizer
 # moments or the RNG state moves the losses by ~4e-4 relative, which a looser bound would let through.
-# FSDP on 2 H200s also gave bit-equal losses (benchmarks/results/session4/call2); the bound leaves room for
+# FSDP on 2 H200s gave bit-equal losses; the bound leaves room for
 # bf16 kernels that need not be deterministic, far below what a lost state costs.
 @pytest.mark.parametrize("settings, tolerance", [
     pytest.param({"eval_loader": "null"}, 1e-7, id="ddp_cpu"),

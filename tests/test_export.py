@@ -18,7 +18,8 @@ import torch
 from conftest import WORDS
 
 from mosaicbert.checkpoints import read_weights
-from mosaicbert.composer_models import FAMILIES, ComposerClassifier, padded_vocab_size
+from mosaicbert.composer_models import ComposerClassifier
+from mosaicbert.families import FAMILIES, padded_vocab_size
 from mosaicbert.config import load_config
 from mosaicbert.errors import RecipeError
 from mosaicbert.export import MODEL_SOURCE_FILES, export_hf
@@ -439,15 +440,13 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(trained, tmp_path):
 def test_object_store_uris_are_fetched_with_composers_get_file(trained, tmp_path, monkeypatch):
     import shutil
 
-    import composer.utils
-
     fetched = []
 
     def fake_get_file(path, destination, *args, **kwargs):
         fetched.append(path)
         shutil.copyfile(trained["mosaic_bert"], destination)
 
-    monkeypatch.setattr(composer.utils, "get_file", fake_get_file)
+    monkeypatch.setattr("mosaicbert.checkpoints.get_file", fake_get_file)
     folder = export_hf("s3://bucket/run/checkpoints/ep0-ba2-rank0.pt", str(tmp_path / "out"))
     assert fetched == ["s3://bucket/run/checkpoints/ep0-ba2-rank0.pt"]
     assert os.path.isfile(os.path.join(folder, "model.safetensors"))

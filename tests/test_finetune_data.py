@@ -10,15 +10,9 @@ from torch.utils.data import DataLoader
 
 import mosaicbert.finetune.tsv as tsv
 from mosaicbert.errors import RecipeError
-from mosaicbert.finetune import (
-    GLUE_TASKS,
-    ClassificationCollator,
-    ClassificationDataset,
-    TaskSpec,
-    get_task,
-    load_task_split,
-    load_task_splits,
-)
+from mosaicbert.finetune.data import ClassificationCollator, ClassificationDataset
+from mosaicbert.finetune.tasks import GLUE_TASKS, TaskSpec, get_task
+from mosaicbert.finetune.tsv import load_task_split, load_task_splits
 
 MNLI_TRAIN_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
                      "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")

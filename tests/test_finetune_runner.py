@@ -14,24 +14,18 @@ import torch
 from composer import Trainer
 
 from mosaicbert.checkpoints import read_weights
-from mosaicbert.composer_models import FAMILIES, ComposerMaskedLM, make_config
+from mosaicbert.composer_models import ComposerMaskedLM
 from mosaicbert.config import load_config, validate
+from mosaicbert.demo.task import make_demo_task, shuffle_span
 from mosaicbert.errors import RecipeError
-from mosaicbert.finetune import GLUE_TASKS, get_task
+from mosaicbert.families import FAMILIES, make_config
 from mosaicbert.finetune.config import FinetuneConfig, check_task_configs, task_plans
-from mosaicbert.finetune.demo_task import make_demo_task, shuffle_span
+from mosaicbert.finetune.encoder import Encoder, build_classifier, classifier_config, read_encoder
+from mosaicbert.finetune.jobs import Job, plan_jobs
 from mosaicbert.finetune.results import markdown, summarize
-from mosaicbert.finetune.runner import (
-    Encoder,
-    Job,
-    build_classifier,
-    classifier_config,
-    plan_jobs,
-    prepare,
-    read_encoder,
-    run_finetuning,
-    run_jobs,
-)
+from mosaicbert.finetune.runner import prepare, run_finetuning
+from mosaicbert.finetune.scheduler import run_jobs
+from mosaicbert.finetune.tasks import GLUE_TASKS, get_task
 from mosaicbert.model import MosaicBertForMaskedLM
 from mosaicbert.training.callbacks import RecipeMetadata
 
@@ -196,17 +190,15 @@ def test_exported_hf_folder_is_accepted(tmp_path, tokenizer):
 
 def test_a_hub_model_name_brings_its_tokenizer(tmp_path, tokenizer, monkeypatch):
     """read_weights downloads hub names (when the hub is reachable); the tokenizer has the same name."""
-    import huggingface_hub
-
-    import mosaicbert.finetune.runner as runner
+    import mosaicbert.finetune.encoder as encoder_module
 
     folder = tmp_path / "snapshot"  # what the download gives: config and weights, no tokenizer files
     BertForMaskedLM = FAMILIES["hf_bert"].masked_lm_class
     BertForMaskedLM(tiny_config("hf_bert", tokenizer)).save_pretrained(folder)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kwargs: str(folder))
-    monkeypatch.setattr("mosaicbert.tokenizer.hub_reachable", lambda: True)
+    monkeypatch.setattr("mosaicbert.checkpoints.snapshot_download", lambda name, **kwargs: str(folder))
+    monkeypatch.setattr("mosaicbert.checkpoints.hub_reachable", lambda: True)
     asked = []
-    monkeypatch.setattr(runner, "load_tokenizer", lambda name: asked.append(name) or tokenizer)
+    monkeypatch.setattr(encoder_module, "load_tokenizer", lambda name: asked.append(name) or tokenizer)
     encoder, _ = read_encoder(recipe(tmp_path, "google-bert/bert-base-uncased", tasks={"rte": {}}))
     assert encoder.family == "hf_bert" and asked == ["google-bert/bert-base-uncased"]
 
@@ -233,7 +225,7 @@ def fake_glue(root) -> str:
 
 
 def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints, monkeypatch):
-    import mosaicbert.finetune.runner as runner
+    import mosaicbert.finetune.jobs as jobs_module
 
     glue_dir = fake_glue(tmp_path / "glue")
     save = tmp_path / "ckpt"
@@ -246,7 +238,7 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
         built_from.append((config.num_labels, init_checkpoint))
         return build_classifier(encoder, config, init_checkpoint)
 
-    monkeypatch.setattr(runner, "build_classifier", spy)
+    monkeypatch.setattr(jobs_module, "build_classifier", spy)
     results = run_finetuning(cfg)
 
     jobs = {f"{job['task']}-seed{job['seed']}": job for job in results["jobs"]}

@@ -1,4 +1,4 @@
-"""scripts/scaling.py: the median-step throughput, and 1- and 2-process runs through the launcher on CPU."""
+"""benchmarks/scaling.py: the median-step throughput, and 1- and 2-process runs through the launcher on CPU."""
 
 import importlib.util
 import json
@@ -12,7 +12,7 @@ from mosaicbert.errors import RecipeError
 
 from test_train import DEMO, REPO
 
-spec = importlib.util.spec_from_file_location("scaling", os.path.join(REPO, "scripts", "scaling.py"))
+spec = importlib.util.spec_from_file_location("scaling", os.path.join(REPO, "benchmarks", "scaling.py"))
 scaling = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(scaling)
 
@@ -53,7 +53,7 @@ def test_scaling_runs_one_and_two_processes_on_cpu(tiny_mds, tmp_path):
                  "device_train_microbatch_size=4", "train_loader.num_workers=0", "model.config.num_hidden_layers=1",
                  "model.config.hidden_size=32", "model.config.num_attention_heads=2",
                  "model.config.intermediate_size=48", "python_log_level=warning"]
-    command = [sys.executable, os.path.join(REPO, "scripts", "scaling.py"), DEMO, "--gpus", "1", "2",
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "scaling.py"), DEMO, "--gpus", "1", "2",
                "--steps", "6", "--warmup", "2", "--out", str(out),
                f"--launcher_args=--master_port {29500 + os.getpid() % 1000}", "--set", *overrides]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+from composer.utils import get_file
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
 
 from .errors import RecipeError, describe
+from .families import family_name_of_model_type
+from .object_store import download_checkpoint, is_s3
+from .tokenizer import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,6 @@ def _local_copy(path: str, tmpdir: str) -> str:
                               "(e.g. runs/<run>/checkpoints/latest-rank0.pt), an object-store URI, or an "
                               "exported Hugging Face folder.")
         return path
-    from composer.utils import get_file
-
     destination = os.path.join(tmpdir, os.path.basename(path.rstrip("/")) or "checkpoint.pt")
     get_file(path, destination)
     return destination
@@ -58,8 +62,6 @@ def _local_copy(path: str, tmpdir: str) -> str:
 
 def read_composer_checkpoint(path: str) -> Weights:
     """Weights and metadata from a Composer checkpoint file or URI."""
-    from .object_store import download_checkpoint, is_s3
-
     with tempfile.TemporaryDirectory() as tmpdir:
         # s3://: checked first (a clear error in seconds); a run's folder means its newest checkpoint
         local = download_checkpoint(path, tmpdir) if is_s3(path) else _local_copy(path, tmpdir)
@@ -87,16 +89,13 @@ def read_hf_folder(path: str) -> Weights:
             config = json.load(f)
         safetensors_file = os.path.join(path, "model.safetensors")
         if os.path.isfile(safetensors_file):
-            from safetensors.torch import load_file
-
             state_dict = load_file(safetensors_file)
         else:
             state_dict = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated weights file or a broken config.json
         raise RecipeError(f"Could not read the Hugging Face folder {path!r} ({type(err).__name__}: "
                           f"{str(err)[:200]}). A file is truncated or damaged; export it again.") from None
-    family = "mosaic_bert" if config.get("model_type") == "mosaic_bert" else (
-        "hf_bert" if config.get("model_type") == "bert" else None)
+    family = family_name_of_model_type(config.get("model_type"))
     return Weights(state_dict, family, config, tokenizer_name=path, source=path)
 
 
@@ -123,14 +122,10 @@ def read_weights(path: str) -> Weights:
 
 def _read_weights(path: str) -> Weights:
     if _looks_like_hub_name(path):
-        from .tokenizer import hub_reachable
-
         if not hub_reachable():
             raise RecipeError(f"{path!r} is not a local checkpoint or folder, and the Hugging Face hub is not "
                               "reachable to download it. Give a Composer checkpoint, an exported folder, or a "
                               "local copy of the model folder.")
-        from huggingface_hub import snapshot_download
-
         folder = snapshot_download(path, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
         weights = read_hf_folder(folder)
         weights.tokenizer_name = weights.source = path  # a hub model's tokenizer has the model's name

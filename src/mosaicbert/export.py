@@ -44,9 +44,13 @@ import tempfile
 from typing import Optional
 
 import torch
+from transformers.utils import logging as hf_logging
 
+from . import model as model_package
 from .checkpoints import read_weights
 from .errors import RecipeError
+from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, vocab_multiple
+from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,6 @@ def _vocab_keys(state_dict: dict, vocab_size: int) -> list[str]:
 
 def _check_recipe_weights(weights, source: str):
     """The model family of ``weights``; a RecipeError when they do not say (not made by this recipe)."""
-    from .composer_models import FAMILIES
-
     family = FAMILIES.get(weights.model_family or "")
     if family is None or not isinstance(weights.model_config, dict):
         found = f"model family {weights.model_family!r}" if weights.model_family else "no RecipeMetadata"
@@ -139,8 +141,6 @@ def _check_recipe_weights(weights, source: str):
 def build_export_model(weights, tokenizer_size: int, source: str = ""):
     """The Hugging Face model an export holds, with the checkpoint's weights (vocabulary trimmed to
     ``tokenizer_size``), in eval mode. Returns ``(model, task)``."""
-    from .composer_models import RUN_ONLY_CONFIG_KEYS, VOCAB_MULTIPLE
-
     family = _check_recipe_weights(weights, source)
     state_dict = dict(weights.state_dict)
     task = _task_of(state_dict)
@@ -156,7 +156,7 @@ def build_export_model(weights, tokenizer_size: int, source: str = ""):
         raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model only {vocab_size} embedding "
                           "rows: it is not the tokenizer the model was trained with. Pass the right one "
                           "with --tokenizer.")
-    multiple = config_dict.get("pad_vocab_multiple", VOCAB_MULTIPLE)
+    multiple = vocab_multiple(config_dict)
     if vocab_size - tokenizer_size >= multiple:
         raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model {vocab_size} embedding rows "
                           f"(more than a padding to a multiple of {multiple}): it is probably not the tokenizer "
@@ -324,8 +324,6 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
     tokenizer_name = tokenizer or weights.tokenizer_name
     if not tokenizer_name:
         raise RecipeError(f"{checkpoint!r} names no tokenizer; pass one with --tokenizer (e.g. bert-base-uncased).")
-    from .tokenizer import load_tokenizer
-
     tok = load_tokenizer(tokenizer_name)
     model, task = build_export_model(weights, len(tok), source=checkpoint)
     family = weights.model_family
@@ -347,8 +345,6 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
             model.config.auto_map = dict(MOSAIC_AUTO_MAP)
         model.save_pretrained(tmp_dir, safe_serialization=True)
         if family == "mosaic_bert":
-            from . import model as model_package
-
             source_dir = os.path.dirname(model_package.__file__)
             for name in MODEL_SOURCE_FILES:  # shipped verbatim: the folder loads without this repository
                 shutil.copyfile(os.path.join(source_dir, name), os.path.join(tmp_dir, name))
@@ -396,8 +392,6 @@ def _make_readable(folder: str) -> None:
 
 def _quiet_transformers(restore: Optional[bool] = None) -> bool:
     """Turn transformers' progress bars off (returns whether they were on); ``restore`` puts them back."""
-    from transformers.utils import logging as hf_logging
-
     if restore is not None:
         if restore:
             hf_logging.enable_progress_bar()

@@ -30,7 +30,7 @@ def training_flops(*, layers: int, hidden: int, intermediate: int, vocab: int, g
     return encoder + attention + head
 
 
-def batch_flops(config, *, unpadded: bool, masked_head: bool, batch: dict) -> float:
+def batch_flops(config, *, unpadded: bool, gated: bool, masked_head: bool, batch: dict) -> float:
     """FLOPs of one step of a BERT-like config on a batch (``attention_mask [B, S]``, ``labels``).
 
     Uses the collator's host-side ``row_lengths`` / ``row_masked`` when present, so that counting
@@ -43,7 +43,6 @@ def batch_flops(config, *, unpadded: bool, masked_head: bool, batch: dict) -> fl
     else:
         tokens, sum_sq = float(B * S), float(B * S * S)
     head_tokens = float(sum(row_masked(batch))) if masked_head else tokens
-    gated = getattr(config, "model_type", "") == "mosaic_bert"
     return training_flops(layers=config.num_hidden_layers, hidden=config.hidden_size,
                           intermediate=config.intermediate_size, vocab=config.vocab_size, gated=gated,
                           tokens=tokens, sum_sq_lengths=sum_sq, head_tokens=head_tokens)

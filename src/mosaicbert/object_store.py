@@ -32,7 +32,12 @@ import zipfile
 from typing import Optional
 from urllib.parse import urlparse
 
-from .errors import RecipeError
+import boto3
+import botocore.exceptions as be
+from botocore.config import Config
+from composer.utils import format_name_with_dist
+
+from .errors import RecipeError, describe
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +73,6 @@ def endpoint() -> str:
 
 def client():
     """A boto3 S3 client for the checks: the endpoint from ``S3_ENDPOINT_URL``, short timeouts, one retry."""
-    import boto3
-    from botocore.config import Config
-
     config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
                     retries={"total_max_attempts": ATTEMPTS, "mode": "standard"})
     return boto3.session.Session().client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None, config=config)
@@ -78,8 +80,6 @@ def client():
 
 def explain(err: Exception, uri: str, what: str) -> RecipeError:
     """One paragraph for a failed request about ``uri`` (``what``: what it was for, e.g. "save_folder")."""
-    import botocore.exceptions as be
-
     bucket = split_s3(uri)[0]
     if isinstance(err, (be.NoCredentialsError, be.PartialCredentialsError)):
         return RecipeError(f"No credentials for {what} {uri!r}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -104,8 +104,6 @@ def explain(err: Exception, uri: str, what: str) -> RecipeError:
     if code in ("NoSuchBucket",):
         return RecipeError(f"Bucket {bucket!r} does not exist at {endpoint()} ({what} {uri!r}). Create it, or fix the "
                            "bucket name in the URI (or S3_ENDPOINT_URL, if the bucket lives in another store).")
-    from .errors import describe
-
     return RecipeError(f"Could not use {what} {uri!r} at {endpoint()} ({describe(err, 300)}). {HOW_TO_CONNECT}.")
 
 
@@ -203,8 +201,6 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
 
 def _head(s3, bucket: str, key: str) -> Optional[int]:
     """The object's size, or None when there is no such object."""
-    import botocore.exceptions as be
-
     try:
         return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
     except be.ClientError as err:
@@ -316,8 +312,6 @@ def pretraining_store_kwargs(cfg) -> dict:
             check_data_remote(remote, split, f"{name}.remote", s3)
     kwargs: dict = {}
     if is_s3(cfg.save_folder):
-        from composer.utils import format_name_with_dist
-
         folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.run_name else cfg.save_folder
         check_bucket(folder, "save_folder", s3)
         if cfg.autoresume:

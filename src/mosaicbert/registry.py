@@ -1,5 +1,10 @@
 """Name -> builder tables shared by every entry point (pretraining, fine-tuning, benchmark).
 
+This module only declares the tables; each package registers its own builders when imported
+(:mod:`mosaicbert.composer_models` the models, :mod:`mosaicbert.data.text_dataset` the dataloader,
+:mod:`mosaicbert.training.builders` optimizers, schedulers, algorithms, callbacks and loggers), and
+:mod:`mosaicbert.components` imports them all.
+
 A YAML section ``{name: X, **kwargs}`` picks builder X from its table; ``kwargs`` are checked against
 the builder's signature (unknown keys, missing keys, wrong types) before anything is built. Arguments
 the recipe supplies itself (the tokenizer, the model's parameters, ...) are "injected" and may not be
@@ -13,18 +18,8 @@ import inspect
 import typing
 from typing import Any, Callable, Optional
 
-import torch
-from composer.algorithms import GradientClipping, LowPrecisionLayerNorm
-from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
-from composer.optim import (
-    ConstantWithWarmupScheduler,
-    CosineAnnealingWithWarmupScheduler,
-    DecoupledAdamW,
-    LinearWithWarmupScheduler,
-)
-
-from .config import check_keys
 from .errors import RecipeError
+from .validation import check_keys
 
 
 class Registry:
@@ -98,87 +93,6 @@ def split_named(section: dict, where: str) -> tuple[str, dict]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Optimizers
-# ----------------------------------------------------------------------------------------------
-def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98), eps: float = 1.0e-6,
-                          weight_decay: float = 1.0e-5, fused: Optional[bool] = None) -> torch.optim.Optimizer:
-    """Composer's DecoupledAdamW, computed by torch's (fused) AdamW.
-
-    DecoupledAdamW decays by ``(lr / lr0) * weight_decay``; torch AdamW by ``lr * wd``. With
-    ``wd = weight_decay / lr0`` the two are the same update, and torch's fused kernel is much faster
-    than Composer's per-parameter loop.
-    """
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
-
-
-def check_positive_lr(kwargs: dict) -> None:
-    """The decoupled decay divides by the initial learning rate: it must be positive."""
-    lr = kwargs.get("lr")  # absent: the builders' positive default
-    if lr is not None and not lr > 0:
-        raise RecipeError(f"optimizer lr={lr!r}: the learning rate must be positive (decoupled weight decay is "
-                          "scaled by lr / initial lr). Set e.g. lr: 5.0e-4.")
-
-
-def build_composer_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98),
-                                   eps: float = 1.0e-6, weight_decay: float = 1.0e-5) -> torch.optim.Optimizer:
-    """Composer's own DecoupledAdamW (per-parameter loop), kept as a reference."""
-    return DecoupledAdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-
-
-def build_adamw(params, lr: float = 1.0e-4, betas: list[float] = (0.9, 0.999), eps: float = 1.0e-8,
-                weight_decay: float = 0.01, fused: Optional[bool] = None) -> torch.optim.Optimizer:
-    """torch.optim.AdamW (weight decay multiplied by the current learning rate)."""
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loggers (imports kept lazy: wandb is optional)
-# ----------------------------------------------------------------------------------------------
-def build_wandb_logger(project: Optional[str] = None, entity: Optional[str] = None, group: Optional[str] = None,
-                       name: Optional[str] = None, tags: Optional[list[str]] = None, log_artifacts: bool = False):
-    from composer.loggers import WandBLogger
-
-    return WandBLogger(project=project, entity=entity, group=group, name=name, tags=tags,
-                       log_artifacts=log_artifacts)
-
-
-def build_file_logger(filename: str = "{run_name}/logs-rank{rank}.txt", log_interval: int = 1):
-    from composer.loggers import FileLogger
-
-    return FileLogger(filename=filename, log_interval=log_interval)
-
-
-def build_jsonl_logger(path: str = "runs/{run_name}/metrics.jsonl"):
-    from .training.callbacks import JSONLinesLogger
-
-    return JSONLinesLogger(path)
-
-
-def build_sample_log(path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
-    from .training.callbacks import SampleLog
-
-    return SampleLog(path)
-
-
-def build_time_budget(train_seconds: float, eval_every_seconds: Optional[float] = None):
-    from .training.time_budget import TimeBudget
-
-    return TimeBudget(train_seconds, eval_every_seconds)
-
-
-def check_time_budget(kwargs: dict) -> None:
-    from .training.time_budget import check_time_budget
-
-    check_time_budget(kwargs.get("train_seconds"), kwargs.get("eval_every_seconds"))
-
-
-def build_training_summary(print_every_eval: bool = True):
-    from .training.callbacks import TrainingSummary
-
-    return TrainingSummary(print_every_eval=print_every_eval)
-
-
-# ----------------------------------------------------------------------------------------------
 # The tables
 # ----------------------------------------------------------------------------------------------
 MODELS = Registry("model", injected=("tokenizer", "max_seq_len"))
@@ -188,42 +102,6 @@ SCHEDULERS = Registry("scheduler")
 ALGORITHMS = Registry("algorithm")
 CALLBACKS = Registry("callback")
 LOGGERS = Registry("logger")
-
-OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=check_positive_lr)
-OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
-OPTIMIZERS.register("adamw", build_adamw)
-
-SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
-SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler)
-SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
-
-ALGORITHMS.register("gradient_clipping", GradientClipping)
-ALGORITHMS.register("low_precision_layernorm", LowPrecisionLayerNorm)
-
-CALLBACKS.register("speed_monitor", SpeedMonitor)
-CALLBACKS.register("lr_monitor", LRMonitor)
-CALLBACKS.register("memory_monitor", MemoryMonitor)
-CALLBACKS.register("optimizer_monitor", OptimizerMonitor)
-CALLBACKS.register("runtime_estimator", RuntimeEstimator)
-CALLBACKS.register("training_summary", build_training_summary)
-CALLBACKS.register("sample_log", build_sample_log)
-CALLBACKS.register("time_budget", build_time_budget, check=check_time_budget)
-
-LOGGERS.register("wandb", build_wandb_logger)
-LOGGERS.register("file", build_file_logger)
-LOGGERS.register("jsonl", build_jsonl_logger)
-
-
-def _register_models_and_data() -> None:
-    # Imported here so this module's tables exist before the builders (which use them) load.
-    from . import composer_models
-    from .data.text_dataset import build_text_dataloader, check_text_loader
-
-    composer_models.register(MODELS)
-    DATALOADERS.register("text", build_text_dataloader, check=check_text_loader)
-
-
-_register_models_and_data()
 
 # Sections of a recipe that name one builder, and sections that map several names to their kwargs.
 NAMED_SECTIONS = {"model": MODELS, "train_loader": DATALOADERS, "eval_loader": DATALOADERS,

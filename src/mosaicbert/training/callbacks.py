@@ -3,8 +3,8 @@
 * :class:`RecipeMetadata` puts the model family, its config and the tokenizer into every checkpoint,
   so fine-tuning and export need only the checkpoint.
 * :class:`TrainingSummary` prints what a person wants at the end of a run.
-* :class:`JSONLinesLogger` writes every logged metric to a ``.jsonl`` file (``scripts/plot.py metrics``
-  draws the loss curves from it).
+* :class:`JSONLinesLogger` writes every logged metric to a ``.jsonl`` file
+  (:func:`mosaicbert.analysis.metrics_log.read_jsonl` reads it; ``scripts/plot.py metrics`` draws it).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections import deque
 from typing import Any, Optional
 
 import torch
+from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination
-from composer.utils import dist
-
+from composer.utils import dist, reproducibility
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ class RestoreRNG(Callback):
 
     def batch_start(self, state: State, logger: Logger) -> None:
         if self.rng_state is not None:
-            from composer.utils import reproducibility
-
             reproducibility.load_rng_state(self.rng_state)
             self.rng_state = None
 
@@ -164,24 +162,10 @@ class SampleLog(Callback):
 
 
 def latest_checkpoint(state: State) -> Optional[str]:
-    from composer.callbacks import CheckpointSaver
-
     for callback in state.callbacks:
         if isinstance(callback, CheckpointSaver) and callback.saved_checkpoints:
             return str(callback.saved_checkpoints[-1])
     return None
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The rows of a :class:`JSONLinesLogger` file, skipping a line cut short by a crash."""
-    rows = []
-    with open(path, errors="replace") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 class JSONLinesLogger(LoggerDestination):

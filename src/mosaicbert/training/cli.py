@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional
 
+import torch
+
 from ..errors import report_errors
 
 PRETRAIN_USAGE = """usage: {prog} <recipe.yaml> [key=value ...]
@@ -33,8 +35,6 @@ def visible_gpu_ids() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [v.strip() for v in visible.split(",") if v.strip()]
-    import torch
-
     return [str(i) for i in range(torch.cuda.device_count())]
 
 

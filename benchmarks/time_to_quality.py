@@ -1,0 +1,368 @@
+"""Time to quality: MosaicBERT-base against Hugging Face BERT-base at the same wall-clock budget, each
+model at its best learning rate.
+
+    python benchmarks/time_to_quality.py --train corpus/train.jsonl.gz --val corpus/val.jsonl.gz \\
+        --task_dir downstream/rotten_tomatoes --out benchmarks/out/ttq --budget_s 150 --long_budget_s 600
+
+1. Converts the text to MDS (``<out>/mds``, seq 128 chunks; reused if present), or takes ``--mds``.
+2. The sweep: pretrains ``yamls/bert-base.yaml`` and ``yamls/mosaicbert-base.yaml`` through ``main.py``
+   at every ``--lrs`` x ``--warmups`` setting, each run for ``--budget_s`` seconds of training time
+   (``callbacks.time_budget``: evaluation and compilation are not counted). Both recipes are scaled to
+   the budget identically (:data:`SCALED`: global batch 512, the schedule shape stretched over the
+   budget); each keeps its own masking rate (BERT 15%, MosaicBERT 30%); both are evaluated on the val
+   split at 15% masking every ``--eval_every_s`` seconds of training.
+3. Each model is represented by its sweep run with the lowest final eval loss. With ``--long_budget_s``,
+   those two settings are trained again for that longer budget.
+4. Fine-tunes each represented run's final checkpoint on a sentiment task (``yamls/glue/sentiment.yaml``,
+   3 seeds) and prints best against best for each budget: final eval loss and masked accuracy, when
+   MosaicBERT reaches BERT's final eval loss, downstream accuracy.
+5. Writes ``<out>/results.{json,md}``, a small ``--summary`` JSON (the numbers, the command, the commit,
+   machine and versions) and a plot: every sweep run faint, the best of each model bold.
+
+A rerun with the same ``--out`` continues: a run that finished (``<run>/DONE``) is reused, an unfinished
+one is started again. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
+``--gpus``, runs go side by side, one per GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import torch
+import transformers
+from tqdm import tqdm
+
+from mosaicbert.analysis import time_to_quality as ttq
+from mosaicbert.analysis.plots import plot_time_to_quality
+from mosaicbert.data.convert import convert_text
+from mosaicbert.data.text_dataset import check_local_mds
+from mosaicbert.errors import RecipeError, report_errors
+from mosaicbert.tokenizer import load_tokenizer
+from mosaicbert.training.cli import log_tail, visible_gpu_ids
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MODELS = {  # name -> (pretraining recipe, label)
+    "bert": ("yamls/bert-base.yaml", "BERT-base (Hugging Face)"),
+    "mosaicbert": ("yamls/mosaicbert-base.yaml", "MosaicBERT-base"),
+}
+BASELINE, CANDIDATE = "bert", "mosaicbert"
+TASK = "sentiment"
+
+# The recipes scaled to a few minutes, identically for both models. At the recipes' batch of 4096, a
+# few minutes would be a few hundred optimizer steps; 512 gives about 1,000 in 150 s. The learning rate
+# and the warm-up are what the sweep varies (--lrs, --warmups).
+SCALED = {
+    "global_train_batch_size": 512,
+    "device_train_microbatch_size": 256,
+    "max_duration": "1000000ba",            # an upper bound: time_budget sets the real length
+    "eval_subset_num_batches": -1,          # the whole val split
+    "device_eval_batch_size": 256,
+    "save_interval": "1000000ba",           # only the final checkpoint
+    "save_num_checkpoints_to_keep": 1,
+    "console_log_interval": "200ba",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", nargs="+", help="training text (files or folders; .txt/.jsonl[.gz])")
+    parser.add_argument("--val", nargs="+", help="validation text, same forms")
+    parser.add_argument("--mds", default=None, help="an MDS folder with train/ and val/ made by convert_text.py "
+                                                    "(tokenized, seq 128) to use instead of --train/--val")
+    parser.add_argument("--task_dir", required=True, help="downstream task folder with train.tsv and dev.tsv "
+                                                          "(sentence<TAB>label, as GLUE SST-2)")
+    parser.add_argument("--out", default="benchmarks/out/time_to_quality", help="output folder")
+    parser.add_argument("--budget_s", type=float, default=150.0, help="training seconds per sweep run (150)")
+    parser.add_argument("--long_budget_s", type=float, default=0.0,
+                        help="train each model's best setting again for this long (0: no long runs)")
+    parser.add_argument("--eval_every_s", type=float, default=15.0,
+                        help="evaluate every this many training seconds (15)")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[2.0e-4, 5.0e-4, 1.0e-3],
+                        help="peak learning rates of the sweep (2e-4 5e-4 1e-3)")
+    parser.add_argument("--warmups", nargs="+", default=["0.06dur"],
+                        help="warm-ups of the sweep: a fraction of the budget (0.06dur) and/or a fixed number of "
+                             "steps (100ba)")
+    parser.add_argument("--tokenizer", default="bert-base-uncased",
+                        help="tokenizer for the MDS conversion and both models (default bert-base-uncased)")
+    parser.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1 (default: all visible; none on CPU)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra pretraining overrides for both models")
+    parser.add_argument("--finetune_set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra fine-tuning overrides (yamls/glue/sentiment.yaml)")
+    parser.add_argument("--plot", default=None, help="plot path (default <out>/time_to_quality.png)")
+    parser.add_argument("--summary", default=None, help="also write the small published summary JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="redo runs that finished earlier under --out")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------------------
+def run_name(model: str, lr: float, warmup: str, budget_s: float) -> str:
+    return f"{model}-lr{lr:g}-wu{warmup}-{budget_s:g}s"
+
+
+def sweep_runs(args) -> dict[str, dict]:
+    """Every sweep run: name -> {model, lr, warmup, budget_s}."""
+    return {run_name(model, lr, warmup, args.budget_s): {"model": model, "lr": lr, "warmup": warmup,
+                                                          "budget_s": args.budget_s}
+            for model, lr, warmup in itertools.product(MODELS, args.lrs, args.warmups)}
+
+
+def is_done(args, name: str, stage: str) -> bool:
+    return os.path.isfile(os.path.join(args.out, name, f"{stage}.DONE"))
+
+
+def prepare_data(args) -> str:
+    if args.mds is not None:
+        for split in ("train", "val"):
+            check_local_mds(args.mds, split)
+        return args.mds
+    if not args.train or not args.val:
+        raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
+    mds = os.path.join(args.out, "mds")
+    if os.path.exists(mds):  # a rerun: the conversion's output, checked as the recipe's loaders will
+        try:
+            for split in ("train", "val"):
+                check_local_mds(mds, split)
+        except RecipeError as err:  # this script wrote the folder: an earlier conversion was cut short
+            raise RecipeError(f"{mds} looks like an incomplete conversion from an earlier run ({err}). Delete "
+                              "it and run again, or give converted data with --mds.") from None
+        print(f"[ttq] reusing MDS data in {mds}", flush=True)
+        return mds
+    print(f"[ttq] converting {args.train} + {args.val} to MDS in {mds} (tokenized, seq 128)", flush=True)
+    # Pre-tokenized once here, so that runs side by side do not tokenize at the same time.
+    convert_text(args.train, mds, val_inputs=args.val, chunk_chars=600, tokenizer=load_tokenizer(args.tokenizer),
+                 max_seq_len=128)
+    return mds
+
+
+def pretrain_command(name: str, run: dict, args, mds: str) -> list[str]:
+    folder = os.path.join(args.out, name)
+    # Each run reads its own copy: jobs decompressing shards into one folder at once could collide.
+    data = os.path.join(folder, "data")
+    shutil.copytree(mds, data, ignore=shutil.ignore_patterns("*_small"))
+    values = dict(SCALED)
+    values.update({
+        "run_name": f"ttq-{name}",
+        "tokenizer_name": args.tokenizer,
+        "variables.data_local": data,
+        "optimizer.lr": run["lr"],
+        "scheduler.t_warmup": run["warmup"],
+        "save_folder": os.path.join(folder, "checkpoints"),
+        "loggers.jsonl.path": os.path.join(folder, "metrics.jsonl"),
+        "callbacks.time_budget.train_seconds": run["budget_s"],
+        "callbacks.time_budget.eval_every_seconds": args.eval_every_s,
+    })
+    recipe = MODELS[run["model"]][0]
+    return ([sys.executable, os.path.join(REPO, "main.py"), os.path.join(REPO, recipe)]
+            + [f"{k}={v}" for k, v in values.items()] + list(args.overrides))
+
+
+def finetune_command(name: str, run: dict, args) -> list[str]:
+    folder = os.path.join(args.out, name)
+    values = {
+        "run_name": f"ttq-{name}-{TASK}",
+        "pretrained_checkpoint": os.path.join(folder, "checkpoints", "latest-rank0.pt"),
+        "results_dir": os.path.join(folder, "finetune"),
+        "variables.task_dir": args.task_dir,
+    }
+    return ([sys.executable, os.path.join(REPO, "glue.py"), os.path.join(REPO, "yamls/glue/sentiment.yaml")]
+            + [f"{k}={v}" for k, v in values.items()] + list(args.finetune_set))
+
+
+def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Optional[str] = None) -> None:
+    """Runs ``stage`` (pretrain | finetune) of every run not done yet, one per GPU at a time (in turn
+    without GPUs). A pretraining run shows its training clock; a failure shows its log's end and stops."""
+    todo = [name for name in runs if not is_done(args, name, stage)]
+    for name in runs:
+        if name not in todo:
+            print(f"[ttq] {stage} {name}: done earlier, reused", flush=True)
+    slots = gpus or [None]
+    running: dict[Optional[str], tuple[str, subprocess.Popen, object]] = {}
+    failed = []
+    while todo or running:
+        for slot in [s for s in slots if s not in running]:
+            if not todo:
+                break
+            name = todo.pop(0)
+            folder = os.path.join(args.out, name)
+            if stage == "pretrain":
+                shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt starts afresh
+                os.makedirs(folder)
+                command = pretrain_command(name, runs[name], args, mds)
+            else:
+                shutil.rmtree(os.path.join(folder, "finetune"), ignore_errors=True)
+                command = finetune_command(name, runs[name], args)
+            env = dict(os.environ)
+            if slot is not None:
+                env["CUDA_VISIBLE_DEVICES"] = slot
+            log_path = os.path.join(folder, f"{stage}.log")
+            print(f"[ttq] {stage} {name}{'' if slot is None else ' on GPU ' + slot}: log in {log_path}", flush=True)
+            with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            bar = None
+            if stage == "pretrain":
+                bar = tqdm(total=round(runs[name]["budget_s"]), desc=name, leave=True,
+                           bar_format="{desc}: {n}/{total} s trained |{bar}| {elapsed} wall")
+            running[slot] = (name, proc, bar)
+        time.sleep(2)
+        for slot, (name, proc, bar) in list(running.items()):
+            if bar is not None:
+                bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
+                bar.refresh()
+            if proc.poll() is None:
+                continue
+            del running[slot]
+            if bar is not None:
+                bar.close()
+            log_path = os.path.join(args.out, name, f"{stage}.log")
+            if proc.returncode == 0:
+                open(os.path.join(args.out, name, f"{stage}.DONE"), "w").close()
+            else:
+                failed.append(name)
+                print(f"\n[ttq] {stage} of {name} failed (exit {proc.returncode}); end of {log_path}:\n"
+                      f"{log_tail(log_path)}", file=sys.stderr, flush=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def latest_clock(metrics_path: str) -> float:
+    """The last ``time/train_seconds`` in a metrics log (0 before the first batch)."""
+    try:
+        with open(metrics_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(metrics_path) - 20000))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return 0.0
+    for line in reversed(lines):
+        if f'"{ttq.CLOCK_KEY}"' in line:
+            try:
+                return float(json.loads(line)[ttq.CLOCK_KEY])
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+def curves(args, runs: dict[str, dict]) -> dict[str, list[dict]]:
+    return {name: ttq.eval_curve(os.path.join(args.out, name, "metrics.jsonl")) for name in runs}
+
+
+def best_of_each_model(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]]) -> dict[str, str]:
+    """model -> the name of its sweep run with the lowest final eval loss."""
+    return {model: ttq.best_run({name: sweep_curves[name] for name, run in sweep.items() if run["model"] == model})
+            for model in MODELS}
+
+
+def comparison(args, represented: dict[str, str], runs: dict[str, dict], run_curves: dict[str, list[dict]]) -> dict:
+    """Best against best at one budget: ``ttq.compare`` over the two represented runs."""
+    rows = {model: {"curve": run_curves[name],
+                    "downstream": ttq.downstream_accuracy(os.path.join(args.out, name, "finetune", "results.json"),
+                                                          TASK)}
+            for model, name in represented.items()}
+    summary = ttq.compare(rows, BASELINE, CANDIDATE)
+    summary["settings"] = {model: {"run": name, "lr": runs[name]["lr"], "warmup": runs[name]["warmup"],
+                                   "budget_s": runs[name]["budget_s"]} for model, name in represented.items()}
+    return summary
+
+
+def sweep_table(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], best: dict[str, str]) -> str:
+    lines = ["| model | peak lr | warm-up | steps | final eval loss | final masked acc. (%) |",
+             "|---|---:|---|---:|---:|---:|"]
+    for name, run in sweep.items():
+        final = sweep_curves[name][-1]
+        mark = " **(best)**" if best[run["model"]] == name else ""
+        lines.append(f"| {MODELS[run['model']][1]}{mark} | {run['lr']:g} | {run['warmup']} | {final['step']} | "
+                     f"{final['loss']:.4f} | {100 * final['accuracy']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "cpus": os.cpu_count()}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                        text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = None
+    return info
+
+
+def report(args, sweep, sweep_curves, best, long_runs, long_curves) -> dict:
+    labels = {name: label for name, (_, label) in MODELS.items()}
+    budgets = {f"{args.budget_s:g}s": comparison(args, best, sweep, sweep_curves)}
+    if long_runs:
+        long_best = {run["model"]: name for name, run in long_runs.items()}
+        budgets[f"{args.long_budget_s:g}s"] = comparison(args, long_best, long_runs, long_curves)
+    parts = ["## The sweep\n", sweep_table(sweep, sweep_curves, best)]
+    for budget, summary in budgets.items():
+        settings = ", ".join(f"{labels[m]} lr {s['lr']:g}, warm-up {s['warmup']}" for m, s in summary["settings"].items())
+        parts += [f"\n## Best against best, {budget} of training each ({settings})\n", ttq.markdown(summary, labels)]
+    table = "".join(parts)
+    plot = args.plot or os.path.join(args.out, "time_to_quality.png")
+    faint = {name: sweep_curves[name] for name in sweep if name not in best.values()}
+    bold = {f"{labels[model]}, {budget}": budgets[budget]["runs"][model]["curve"]
+            for budget in budgets for model in MODELS}
+    plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
+                         target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
+    record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
+              "best": best, "budgets": budgets, "curves": {**sweep_curves, **long_curves}}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    if args.summary:  # a few KB: the curves have one point per evaluation
+        published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
+                     "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
+        os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
+        with open(args.summary, "w") as f:
+            json.dump(published, f, indent=1)
+    print("\n" + table + f"\nplot: {plot}\nresults: {os.path.join(args.out, 'results.json')}", flush=True)
+    return record
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not os.path.isfile(os.path.join(args.task_dir, "train.tsv")):
+        raise RecipeError(f"--task_dir {args.task_dir!r} has no train.tsv. Point it at a folder with train.tsv "
+                          "and dev.tsv (sentence<TAB>label).")
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else visible_gpu_ids()
+    os.makedirs(args.out, exist_ok=True)
+    sweep = sweep_runs(args)
+    if args.overwrite:
+        for name in sweep:
+            shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
+    mds = prepare_data(args)
+    run_stage("pretrain", sweep, gpus, args, mds)
+    sweep_curves = curves(args, sweep)
+    best = best_of_each_model(sweep, sweep_curves)
+    long_runs = {}
+    if args.long_budget_s > 0:
+        long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):
+                     {**sweep[n], "budget_s": args.long_budget_s} for m, n in best.items()}
+        if args.overwrite:
+            for name in long_runs:
+                shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
+        run_stage("pretrain", long_runs, gpus, args, mds)
+    finetuned = {name: sweep[name] for name in best.values()} | long_runs
+    run_stage("finetune", finetuned, gpus, args)
+    report(args, sweep, sweep_curves, best, long_runs, curves(args, long_runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(report_errors(main))

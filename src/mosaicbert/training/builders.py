@@ -1,0 +1,123 @@
+"""Builders of the training components a recipe names, registered in :mod:`mosaicbert.registry`:
+optimizers, learning-rate schedules, Composer algorithms, callbacks and loggers."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from composer.algorithms import GradientClipping, LowPrecisionLayerNorm
+from composer.callbacks import (
+    LRMonitor,
+    MemoryMonitor,
+    OptimizerMonitor,
+    RuntimeEstimator,
+    SpeedMonitor,
+)
+from composer.loggers import FileLogger, WandBLogger
+from composer.optim import (
+    ConstantWithWarmupScheduler,
+    CosineAnnealingWithWarmupScheduler,
+    DecoupledAdamW,
+    LinearWithWarmupScheduler,
+)
+
+from .. import registry
+from ..errors import RecipeError
+from .callbacks import JSONLinesLogger, SampleLog, TrainingSummary
+from .time_budget import TimeBudget, check_time_budget
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers
+# ----------------------------------------------------------------------------------------------
+def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98), eps: float = 1.0e-6,
+                          weight_decay: float = 1.0e-5, fused: Optional[bool] = None) -> torch.optim.Optimizer:
+    """Composer's DecoupledAdamW, computed by torch's (fused) AdamW.
+
+    DecoupledAdamW decays by ``(lr / lr0) * weight_decay``; torch AdamW by ``lr * wd``. With
+    ``wd = weight_decay / lr0`` the two are the same update, and torch's fused kernel is much faster
+    than Composer's per-parameter loop.
+    """
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
+
+
+def check_positive_lr(kwargs: dict) -> None:
+    """The decoupled decay divides by the initial learning rate: it must be positive."""
+    lr = kwargs.get("lr")  # absent: the builders' positive default
+    if lr is not None and not lr > 0:
+        raise RecipeError(f"optimizer lr={lr!r}: the learning rate must be positive (decoupled weight decay is "
+                          "scaled by lr / initial lr). Set e.g. lr: 5.0e-4.")
+
+
+def build_composer_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98),
+                                   eps: float = 1.0e-6, weight_decay: float = 1.0e-5) -> torch.optim.Optimizer:
+    """Composer's own DecoupledAdamW (per-parameter loop), kept as a reference."""
+    return DecoupledAdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+def build_adamw(params, lr: float = 1.0e-4, betas: list[float] = (0.9, 0.999), eps: float = 1.0e-8,
+                weight_decay: float = 0.01, fused: Optional[bool] = None) -> torch.optim.Optimizer:
+    """torch.optim.AdamW (weight decay multiplied by the current learning rate)."""
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loggers and callbacks of this recipe
+# ----------------------------------------------------------------------------------------------
+def build_wandb_logger(project: Optional[str] = None, entity: Optional[str] = None, group: Optional[str] = None,
+                       name: Optional[str] = None, tags: Optional[list[str]] = None, log_artifacts: bool = False):
+    return WandBLogger(project=project, entity=entity, group=group, name=name, tags=tags,
+                       log_artifacts=log_artifacts)
+
+
+def build_file_logger(filename: str = "{run_name}/logs-rank{rank}.txt", log_interval: int = 1):
+    return FileLogger(filename=filename, log_interval=log_interval)
+
+
+def build_jsonl_logger(path: str = "runs/{run_name}/metrics.jsonl"):
+    return JSONLinesLogger(path)
+
+
+def build_sample_log(path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
+    return SampleLog(path)
+
+
+def build_time_budget(train_seconds: float, eval_every_seconds: Optional[float] = None):
+    return TimeBudget(train_seconds, eval_every_seconds)
+
+
+def check_time_budget_section(kwargs: dict) -> None:
+    check_time_budget(kwargs.get("train_seconds"), kwargs.get("eval_every_seconds"))
+
+
+def build_training_summary(print_every_eval: bool = True):
+    return TrainingSummary(print_every_eval=print_every_eval)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration
+# ----------------------------------------------------------------------------------------------
+registry.OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=check_positive_lr)
+registry.OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
+registry.OPTIMIZERS.register("adamw", build_adamw)
+
+registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
+registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler)
+registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
+
+registry.ALGORITHMS.register("gradient_clipping", GradientClipping)
+registry.ALGORITHMS.register("low_precision_layernorm", LowPrecisionLayerNorm)
+
+registry.CALLBACKS.register("speed_monitor", SpeedMonitor)
+registry.CALLBACKS.register("lr_monitor", LRMonitor)
+registry.CALLBACKS.register("memory_monitor", MemoryMonitor)
+registry.CALLBACKS.register("optimizer_monitor", OptimizerMonitor)
+registry.CALLBACKS.register("runtime_estimator", RuntimeEstimator)
+registry.CALLBACKS.register("training_summary", build_training_summary)
+registry.CALLBACKS.register("sample_log", build_sample_log)
+registry.CALLBACKS.register("time_budget", build_time_budget, check=check_time_budget_section)
+
+registry.LOGGERS.register("wandb", build_wandb_logger)
+registry.LOGGERS.register("file", build_file_logger)
+registry.LOGGERS.register("jsonl", build_jsonl_logger)

@@ -1,0 +1,148 @@
+"""Time to quality (benchmarks/time_to_quality.py): the curve arithmetic, and the whole pipeline at toy size on CPU."""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from mosaicbert.analysis import time_to_quality as pareto
+from mosaicbert.errors import RecipeError
+
+from conftest import make_documents
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def curve(*points):
+    return [{"step": i, "seconds": s, "loss": l, "accuracy": math.nan} for i, (s, l) in enumerate(points)]
+
+
+def test_time_to_reach_interpolates_between_evaluations():
+    c = curve((10, 8.0), (20, 6.0), (30, 5.0))
+    assert pareto.time_to_reach(c, 7.0) == pytest.approx(15.0)
+    assert pareto.time_to_reach(c, 6.0) == pytest.approx(20.0)
+    assert pareto.time_to_reach(c, 9.0) == pytest.approx(10.0)  # already below at the first evaluation
+    assert pareto.time_to_reach(c, 4.0) is None
+
+
+def test_time_to_reach_takes_the_first_crossing():
+    c = curve((10, 8.0), (20, 5.0), (30, 7.0), (40, 4.0))
+    assert pareto.time_to_reach(c, 6.0) == pytest.approx(10 + 10 * 2 / 3)
+
+
+def test_compare_reports_the_fraction_of_the_baseline_time():
+    runs = {"base": {"curve": curve((100, 7.0), (300, 6.0)), "downstream": {"mean": 0.7, "std": 0.01, "n": 3}},
+            "fast": {"curve": curve((100, 6.5), (200, 5.5), (300, 5.0)), "downstream": None}}
+    summary = pareto.compare(runs, "base", "fast")
+    assert summary["target_loss"] == 6.0
+    assert summary["candidate_seconds_to_target"] == pytest.approx(150.0)
+    assert summary["fraction_of_baseline_time"] == pytest.approx(0.5)
+    table = pareto.markdown(summary, {"base": "B", "fast": "F"})
+    assert "| B | 300 | 1 | 6.0000 |" in table
+    assert "70.00 ± 1.00 (n=3)" in table
+    assert "50% of B's 300 s" in table
+
+
+def test_eval_curve_pairs_each_evaluation_with_the_training_clock(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "time/train_seconds": 0.5, "loss/train/total": 9.0},
+            {"step": 2, "time/train_seconds": 1.0},
+            {"step": 2, "metrics/eval/LanguageCrossEntropy": 8.0, "metrics/eval/MaskedAccuracy": 0.1},
+            {"step": 3, "time/train_seconds": 1.5}]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"step\": 4, \"tim")  # a torn last line
+    assert pareto.eval_curve(str(log)) == [{"step": 2, "seconds": 1.0, "loss": 8.0, "accuracy": 0.1}]
+
+
+def test_a_run_without_the_time_budget_is_named(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps({"step": 2, "metrics/eval/LanguageCrossEntropy": 8.0}) + "\n")
+    with pytest.raises(RecipeError, match="time_budget"):
+        pareto.eval_curve(str(log))
+
+
+def write_inputs(root):
+    for split, n, seed in (("train", 300, 0), ("val", 30, 1)):
+        with open(root / f"{split}.jsonl", "w") as f:
+            for doc in make_documents(n, seed):
+                f.write(json.dumps({"text": doc}) + "\n")
+    task = root / "task"
+    task.mkdir()
+    rng = random.Random(0)
+    for split, n in (("train", 64), ("dev", 32)):
+        with open(task / f"{split}.tsv", "w") as f:
+            f.write("sentence\tlabel\n")
+            for _ in range(n):
+                label = rng.randint(0, 1)
+                words = rng.sample(["good", "fine", "great"] if label else ["bad", "dull", "poor"], 2)
+                f.write(f"the film was {words[0]} and {words[1]}\t{label}\n")
+    return task
+
+
+TINY_PRETRAIN = [
+    "device=cpu", "precision=fp32", "compile_config=null", "global_train_batch_size=8",
+    "device_train_microbatch_size=8", "device_eval_batch_size=16", "max_seq_len=128",
+    "train_loader.num_workers=0", "eval_loader.num_workers=0", "model.config.hidden_size=32",
+    "model.config.num_attention_heads=2", "model.config.intermediate_size=48", "model.config.num_hidden_layers=1",
+    "python_log_level=warning",
+]
+TINY_FINETUNE = ["device=cpu", "precision=fp32", "default_seeds=[1,2]", "tasks.sentiment.max_duration=1ep"]
+
+
+def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_path):
+    task = write_inputs(tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "time_to_quality.py"),
+               "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+               "--task_dir", str(task), "--out", str(out), "--budget_s", "3", "--eval_every_s", "1",
+               "--lrs", "1e-3", "3e-3", "--gpus", "", "--summary", str(tmp_path / "published.json"),
+               "--set", *TINY_PRETRAIN, "--finetune_set", *TINY_FINETUNE]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    record = json.loads((out / "results.json").read_text())
+    assert len(record["sweep"]) == 4  # 2 models x 2 learning rates
+    for model in ("bert", "mosaicbert"):
+        runs = {name: run for name, run in record["sweep"].items() if run["model"] == model}
+        assert {run["lr"] for run in runs.values()} == {1e-3, 3e-3}
+        best = record["best"][model]
+        assert record["sweep"][best]["final"]["loss"] == min(run["final"]["loss"] for run in runs.values())
+    for name, curve in record["curves"].items():
+        seconds = [p["seconds"] for p in curve]
+        # Evaluated about every second of training, ending at the 3 s budget (within one batch).
+        assert len(seconds) >= 3 and seconds == sorted(seconds), (name, seconds)
+        assert 3.0 <= seconds[-1] < 4.5, (name, seconds)
+    comparison = record["budgets"]["3s"]
+    assert comparison["settings"]["bert"]["run"] == record["best"]["bert"]
+    for model in ("bert", "mosaicbert"):
+        down = comparison["runs"][model]["downstream"]
+        assert down["n"] == 2 and 0.0 <= down["mean"] <= 1.0
+    assert os.path.getsize(out / "time_to_quality.png") > 10_000
+    assert "reaches" in result.stdout or "did not reach" in result.stdout
+    assert (out / "results.md").read_text() in result.stdout
+    published = json.loads((tmp_path / "published.json").read_text())
+    assert published["budgets"]["3s"] == comparison and "machine" in published and "--lrs" in published["command"]
+
+    # A second run continues the first: every finished run is reused, nothing trains again.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done earlier, reused") == 6  # 4 pretraining runs, 2 fine-tunings
+    assert json.loads((out / "results.json").read_text())["sweep"] == record["sweep"]
+
+
+def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
+    """The script converts into <out>/mds itself: a folder left there without its index is its own earlier,
+    interrupted conversion, and the error says to delete it (not to build data elsewhere)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pareto_script", os.path.join(REPO, "benchmarks", "time_to_quality.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "mds" / "train").mkdir(parents=True)  # shards never finished: no index.json
+    args = script.parse_args(["--train", "t.txt", "--val", "v.txt", "--task_dir", "x", "--out", str(tmp_path)])
+    with pytest.raises(RecipeError, match="incomplete conversion from an earlier run.*Delete it"):
+        script.prepare_data(args)
