@@ -67,17 +67,19 @@ class StreamingTextDataset(StreamingDataset):
     ``__getitem__(idx)`` returns ``{"input_ids": int64 array [L], "sample_idx": idx}`` plus ``"epoch"``
     while iterating (the epoch streaming is serving, so masks are re-drawn every epoch yet still
     reproducible). Random access outside iteration (``dataset[i]``) has no epoch; the collator then
-    uses epoch 0.
+    uses epoch 0. With ``fixed_masks`` no epoch is given either: every pass masks a sample alike.
 
     Args:
         tokenizer: Hugging Face tokenizer (used for ``text`` samples and the ``[SEP]`` id).
         max_seq_len: Maximum tokens per sample, special tokens included.
         local, remote, split, shuffle: As in :class:`streaming.StreamingDataset`.
+        fixed_masks: Give no epoch, so every pass draws the same masks (evaluation sets).
         **streaming_kwargs: Any other :class:`streaming.StreamingDataset` keyword.
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
-                 split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
+                 split: str | None = None, shuffle: bool = False, fixed_masks: bool = False,
+                 **streaming_kwargs: Any) -> None:
         check_sample_length(max_seq_len)
         streaming_kwargs.setdefault("stream_name", SHARED_FOLDER_STREAM)
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
@@ -85,6 +87,7 @@ class StreamingTextDataset(StreamingDataset):
         self.max_seq_len = int(max_seq_len)
         self._sep_id = tokenizer.sep_token_id
         self._epoch: int | None = None
+        self.fixed_masks = bool(fixed_masks)
 
     def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
         # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
@@ -154,7 +157,7 @@ class StreamingTextDataset(StreamingDataset):
                 "Fix: convert the data with scripts/convert_text.py or scripts/convert_c4.py, which write a "
                 "'text' column (or 'input_ids' with --tokenize).")
         item = {"input_ids": ids, "sample_idx": int(idx)}
-        if self._epoch is not None:
+        if self._epoch is not None and not self.fixed_masks:
             item["epoch"] = self._epoch
         return item
 
@@ -222,6 +225,7 @@ def build_text_dataloader(
     shuffle_seed: int = 9176,
     mlm_probability: float = 0.15,
     mask_seed: int = 0,
+    fixed_masks: bool = False,
     pad_to: str = "max_seq_len",
     num_workers: int = 8,
     prefetch_factor: int | None = 2,
@@ -242,7 +246,9 @@ def build_text_dataloader(
 
     Batches are dicts of int64 tensors ``[device_batch_size, T]`` (``T = max_seq_len`` unless
     ``pad_to="longest"``): ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``.
-    Masking is deterministic per (``mask_seed``, epoch, sample); the ``StreamingDataLoader`` carries
+    Masking is deterministic per (``mask_seed``, epoch, sample), or per (``mask_seed``, sample) with
+    ``fixed_masks`` (evaluation: every evaluation sees the same masks, so evaluations compare with each other
+    and a resumed run evaluates exactly as an uninterrupted one); the ``StreamingDataLoader`` carries
     its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
@@ -257,24 +263,36 @@ def build_text_dataloader(
     if remote is None:
         check_local_mds(local, split)
 
-    dataset = StreamingTextDataset(
-        tokenizer=tokenizer,
-        max_seq_len=max_seq_len,
-        local=local,
-        remote=remote,
-        split=split,
-        shuffle=shuffle,
-        shuffle_seed=shuffle_seed,
-        num_canonical_nodes=num_canonical_nodes,
-        predownload=predownload,
-        shuffle_algo=shuffle_algo,
-        shuffle_block_size=shuffle_block_size,
-        cache_limit=cache_limit,
-        download_timeout=download_timeout,
-        keep_zip=keep_zip,
-        sampling_method=sampling_method,
-        batch_size=device_batch_size,
-    )
+    try:
+        dataset = StreamingTextDataset(
+            tokenizer=tokenizer,
+            max_seq_len=max_seq_len,
+            local=local,
+            remote=remote,
+            split=split,
+            shuffle=shuffle,
+            fixed_masks=fixed_masks,
+            shuffle_seed=shuffle_seed,
+            num_canonical_nodes=num_canonical_nodes,
+            predownload=predownload,
+            shuffle_algo=shuffle_algo,
+            shuffle_block_size=shuffle_block_size,
+            cache_limit=cache_limit,
+            download_timeout=download_timeout,
+            keep_zip=keep_zip,
+            sampling_method=sampling_method,
+            batch_size=device_batch_size,
+        )
+    except ValueError as err:
+        if "Reused local directory" not in str(err):
+            raise
+        raise RecipeError(
+            f"Streaming's shared memory already registers local={local!r} for a dataset with a remote: another "
+            "run on this machine streams into it, or a run here was killed together with its resource tracker "
+            "(e.g. SIGKILL to its whole process group) and left the registration behind. If no other run uses it, "
+            "clear it with `python -c 'from streaming.base.util import clean_stale_shared_memory; "
+            "clean_stale_shared_memory()'` and start again; otherwise give this run another local folder."
+        ) from None
     collator = MLMCollator(tokenizer, mlm_probability=mlm_probability, max_seq_len=max_seq_len,
                            pad_to=pad_to, seed=mask_seed)
     # torch's DataLoader rejects prefetch_factor / persistent_workers without worker processes.

@@ -12,6 +12,7 @@ from composer.utils import dist, reproducibility
 from .. import registry
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
+from ..object_store import pretraining_store_kwargs
 from ..tokenizer import load_tokenizer
 from .callbacks import RecipeMetadata, RestoreRNG
 from .multinode import join_ranks, node_specific_signal_files
@@ -108,6 +109,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     device = resolve_device(cfg)
     per_device, microbatch = device_batch_sizes(cfg, device)
     check_checkpointing(cfg)
+    store_kwargs = pretraining_store_kwargs(cfg)  # s3:// URIs checked, autoresume's checkpoint found
     join_ranks(device, cfg.dist_timeout)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
@@ -124,6 +126,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    kwargs.update(store_kwargs)
     node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
