@@ -412,6 +412,24 @@ def test_sequence_classification_and_regression():
     torch.testing.assert_close(out.loss, expected)
 
 
+@pytest.mark.parametrize("lengths", [[6, 0], [0, 4, 6], [0, 0]], ids=["last row empty", "first row empty", "all empty"])
+def test_pooler_reads_each_rows_first_token_and_zeros_for_a_row_of_padding(lengths):
+    """The pooler takes [CLS] of every row; a row of padding only (wherever it sits) gives the pooler of a
+    zero vector instead of an index past the last token."""
+    torch.manual_seed(11)
+    model = MosaicBertForSequenceClassification(tiny_config(num_labels=2)).eval()
+    ids = torch.randint(5, 90, (len(lengths), 6))
+    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).long()
+    with torch.no_grad():
+        pooled = model.bert(ids, mask).pooler_output
+        for row, n in enumerate(lengths):
+            if n:
+                alone = model.bert(ids[row:row + 1, :n]).pooler_output[0]
+                torch.testing.assert_close(pooled[row], alone, rtol=1e-5, atol=1e-5)
+            else:
+                torch.testing.assert_close(pooled[row], model.bert.pooler(torch.zeros(1, pooled.shape[1]))[0])
+
+
 def test_a_short_training_run_lowers_the_loss():
     torch.manual_seed(10)
     model = MosaicBertForMaskedLM(tiny_config(hidden_dropout_prob=0.1))

@@ -189,8 +189,8 @@ def resolve_attention_backend(requested: str, device: torch.device, dtype: torch
 
     ``auto``: flash-attn's varlen kernel when flash-attn provides it (CUDA, fp16/bf16), else SDPA. SDPA
     beat FlexAttention at full and at padded rows on an H200 (torch 2.11, BERT-base, sequence 128, batch
-    256, compiled: 550,578 against 547,220 real tokens/s at full rows, 466,781 against 423,994 at rows of
-    32-128 tokens; attention alone, dense layout: 0.55 against 0.88 ms and 0.52 against 1.38 ms per layer).
+    256, compiled: 553,962 against 541,452 real tokens/s at full rows, 481,093 against 428,908 at rows of
+    32-128 tokens; docs/performance.md).
     """
     half = dtype in (torch.float16, torch.bfloat16)
     if requested == "auto":
@@ -645,9 +645,17 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
                 **kwargs) -> BaseModelOutputWithPooling:
         _reject_unsupported(kwargs)
         hidden, unpadded = self.encode(input_ids, attention_mask, token_type_ids, num_tokens, max_seqlen)
-        pooled = self.pooler(hidden[unpadded.cu_seqlens[:-1].long()]) if self.pooler is not None else None
+        pooled = self.pooler(first_tokens(hidden, unpadded)) if self.pooler is not None else None
         out = BaseModelOutputWithPooling(last_hidden_state=unpadded.pad(hidden), pooler_output=pooled)
         return out if return_dict is not False else out.to_tuple()
+
+
+def first_tokens(hidden: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
+    """``[T, H]`` -> ``[B, H]``: each row's first real token ([CLS]); zeros for a row of padding only."""
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros(unpadded.batch, hidden.shape[1])
+    starts = unpadded.cu_seqlens[:-1].long().clamp(max=hidden.shape[0] - 1)  # an empty last row starts at T
+    return torch.where((unpadded.seqlens > 0)[:, None], torch.index_select(hidden, 0, starts), 0.0)
 
 
 def _reject_unsupported(kwargs: dict) -> None:
