@@ -74,7 +74,7 @@ def median_ms(fn, warmup: int, steps: int, repeats: int = 5) -> float:
 
 class OneGemmGatedMLP(MosaicBertGatedMLP):
     """The same parameters and function as the model's block (post-LN, dropout on the intermediate), with
-    the input projection as one GEMM into ``[T, 2I]`` that is then split, as before session 4: the GELU·mul
+    the input projection as one GEMM into ``[T, 2I]`` that is then split, as the model did before its two-GEMM GeGLU: the GELU·mul
     reads halves of one tensor and its backward concatenates the two gradients."""
 
     def forward(self, hidden):
@@ -183,7 +183,7 @@ def attention_case(kind: str, options, rows: list[int], heads: int = 12, head_di
 
 # ----------------------------------------------------------------------------------------------
 # SDPA variants. Each changes one thing from the model's sdpa path, so that a difference in time has
-# one cause; "before issue 15" is the whole previous path.
+# one cause; "the earlier path" is the whole previous path.
 # ----------------------------------------------------------------------------------------------
 def pad_index_copy(u: Unpadded, x):
     """The previous ``Unpadded.pad``: a zero-filled ``[B*S, ...]`` buffer, then ``index_copy``."""
@@ -272,7 +272,7 @@ SDPA_VARIANTS = {  # name -> (what it computes: "model" = the model's function, 
     "sdpa, model path but bias always materialised [B, heads, S, S], rows S wide": "model",
     "sdpa, model path but q/k/v copied into contiguous [3, B, heads, S, d]": "model",
     "sdpa, model path but q/k/v copied into [3, B, S, heads, d]": "model",
-    "sdpa, before issue 15 (index_copy pad, index_select unpad, materialised bias)": "model",
+    "sdpa, the earlier path (index_copy pad, index_select unpad, materialised bias)": "model",
     "sdpa, model path but bias materialised, rows S wide, and q/k/v copied into contiguous [3, B, heads, S, d]": "model",
     "sdpa, model path but q/k/v strided views of the interleaved [B, S, 3, heads, d]": "model",
     "sdpa kernel alone: dense q/k/v leaves [B, heads, S, d], the model's bias, no (un)padding": "kernel",
@@ -317,7 +317,7 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
 
         def attend(qkv):
             return padded_sdpa(qkv, u, inputs.sdpa_bias, layout=layout)
-    elif "before issue 15" in name:
+    elif "the earlier path" in name:
         bias = bias_materialised(u, slopes, torch.bfloat16)
 
         def attend(qkv):
@@ -443,7 +443,7 @@ def main(argv=None) -> None:
     if args.only in (None, "ffn"):
         for name, overrides in FFN_VARIANTS.items():
             record(f"GeGLU block, T={args.tokens}", name, lambda o=overrides: ffn_case(o, args.tokens))
-        record(f"GeGLU block, T={args.tokens}", "one [T, 2I] GEMM then split (before session 4), hash dropout",
+        record(f"GeGLU block, T={args.tokens}", "one [T, 2I] GEMM then split (the earlier layout), hash dropout",
                lambda: ffn_case({}, args.tokens, OneGemmGatedMLP))
         record(f"GeGLU block, T={args.tokens}", "its 6 GEMMs alone, eager (floor)", lambda: gemm_floor_case(args.tokens))
         for dropout in (True, False):
