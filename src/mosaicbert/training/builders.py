@@ -24,6 +24,7 @@ from composer.optim import (
 
 from .. import registry
 from ..errors import RecipeError
+from ..validation import INTERVAL_UNITS, check_time
 from .callbacks import JSONLinesLogger, SampleLog, TrainingSummary
 from .time_budget import TimeBudget, check_time_budget
 
@@ -60,6 +61,18 @@ def build_adamw(params, lr: float = 1.0e-4, betas: list[float] = (0.9, 0.999), e
                 weight_decay: float = 0.01, fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """torch.optim.AdamW (weight decay multiplied by the current learning rate)."""
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules
+# ----------------------------------------------------------------------------------------------
+def check_schedule_times(kwargs: dict) -> None:
+    """A schedule's warm-up (may be zero) and length are Composer times (Composer parses them only at the
+    first batch)."""
+    if "t_warmup" in kwargs:
+        check_time(kwargs["t_warmup"], "scheduler.t_warmup", INTERVAL_UNITS, zero=True)
+    if "t_max" in kwargs:
+        check_time(kwargs["t_max"], "scheduler.t_max", INTERVAL_UNITS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,9 +115,9 @@ registry.OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=che
 registry.OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
 registry.OPTIMIZERS.register("adamw", build_adamw)
 
-registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
-registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler)
-registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
+registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler, check=check_schedule_times)
+registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler, check=check_schedule_times)
+registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler, check=check_schedule_times)
 
 registry.ALGORITHMS.register("gradient_clipping", GradientClipping)
 registry.ALGORITHMS.register("low_precision_layernorm", LowPrecisionLayerNorm)
