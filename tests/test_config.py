@@ -68,7 +68,7 @@ def test_overrides_and_interpolation():
     (["max_duration=0.5dur"], "max_duration='0.5dur': the unit 'dur' is not accepted here"),
     (["max_duration=1.5ba"], "max_duration='1.5ba': batches, epochs, samples and tokens are whole numbers"),
     (["max_duration=0ba"], "max_duration='0ba' must be more than zero"),
-    (["eval_interval=0ba"], "eval_interval='0ba' must be more than zero"),
+    (["eval_interval=-100ba"], "eval_interval='-100ba' must be zero or more"),
     (["scheduler.t_warmup=abc"], "scheduler.t_warmup='abc' is not a time"),
     (["scheduler.t_max=2dur"], "scheduler.t_max='2dur': a dur value is a fraction of max_duration"),
     (["scheduler.t_warmup=100ba"], "scheduler.t_warmup='100ba' counts batches but scheduler.t_max='1dur' "

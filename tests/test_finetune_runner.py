@@ -327,7 +327,8 @@ CUSTOM = {"name": "mine", "data_dir": "/tmp/x", "text_columns": ["s"], "label_co
     # Per-task times and sizes, named by their key (Composer would stop at the job's first batch).
     ({"tasks": {"rte": {"max_duration": "banana"}}}, r"tasks\.rte\.max_duration='banana' is not a time\. Use one "
                                                      r"of: 10ba \(batches\)"),
-    ({"tasks": {"rte": {"eval_interval": "0ba"}}}, r"tasks\.rte\.eval_interval='0ba' must be more than zero"),
+    ({"tasks": {"rte": {"eval_interval": "-1ep"}}}, r"tasks\.rte\.eval_interval='-1ep' must be zero or more"),
+    ({"tasks": {"rte": {"eval_interval": 0}}}, None),  # 0: only the final model is evaluated
     ({"tasks": {"rte": {"warmup": "-1ba"}}}, r"tasks\.rte\.warmup='-1ba' must be zero or more"),
     ({"tasks": {"rte": {"warmup": "10sp"}}}, r"Task 'rte'.*t_warmup='10sp' counts samples but scheduler\.t_max='1dur' "
                                              r"\(with max_duration='3ep'\) counts batches"),

@@ -46,8 +46,8 @@ class TrainerConfig:
         "Training length: '286720000sp' (samples), '70000ba' (batches), '1ep', or an int (epochs).",
         time_units=LENGTH_UNITS))
     eval_interval: Union[str, int] = dataclasses.field(default="1ep", metadata=help_text(
-        "How often to evaluate ('2000ba', '1ep'); set eval_loader: null for no evaluation.",
-        time_units=INTERVAL_UNITS))
+        "How often to evaluate ('2000ba', '1ep'; 0: not during training); set eval_loader: null for no evaluation.",
+        time_units=INTERVAL_UNITS, zero_time=True))
     eval_subset_num_batches: int = dataclasses.field(default=-1, metadata=help_text(
         "Evaluate on at most this many batches (-1: the whole eval set).", minimum=1, also=(-1,)))
     global_train_batch_size: int = dataclasses.field(default=256, metadata=help_text(

@@ -60,7 +60,8 @@ class TaskHParams:
     max_duration: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
         "Training length, e.g. 3ep.", time_units=LENGTH_UNITS))
     eval_interval: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
-        "Evaluation interval during training (the final model is always evaluated).", time_units=INTERVAL_UNITS))
+        "Evaluation interval during training (the final model is always evaluated).", time_units=INTERVAL_UNITS,
+        zero_time=True))
     precision: Optional[Precision] = dataclasses.field(default=None, metadata=help_text(
         "Precision for this task (STS-B: fp32 in the paper's recipe)."))
     max_seq_len: Optional[int] = dataclasses.field(default=None, metadata=help_text(
