@@ -21,8 +21,16 @@ from . import (
     registry,
 )
 from .errors import RecipeError, describe
-from .validation import (INTERVAL_UNITS, LENGTH_UNITS, TIME_UNITS, check_keys, check_values, help_text,
-                         parse_time, schema_fields)
+from .validation import (
+    INTERVAL_UNITS,
+    LENGTH_UNITS,
+    TIME_UNITS,
+    check_keys,
+    check_values,
+    help_text,
+    parse_time,
+    schema_fields,
+)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from .. import registry
+from ..checkpoints import check_checkpoint_file
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
 from ..tokenizer import load_tokenizer
 from .callbacks import RecipeMetadata, RestoreRNG
+from .checkpointing import prepare_autoresume, use_atomic_checkpoint_writes
 from .time_budget import eval_interval_for
 
 log = logging.getLogger(__name__)
@@ -60,9 +62,13 @@ def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]
 
 
 def check_checkpointing(cfg: TrainerConfig) -> None:
+    """autoresume's requirements, and a local load_path that is a complete checkpoint (before any folder
+    is made)."""
     if cfg.autoresume and not (cfg.save_folder and cfg.run_name):
         raise RecipeError("autoresume=true needs save_folder and a fixed run_name (it looks for "
                           "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
+    if cfg.load_path and "://" not in cfg.load_path:
+        check_checkpoint_file(cfg.load_path, key="load_path")
 
 
 def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
@@ -122,6 +128,9 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    use_atomic_checkpoint_writes()
+    if cfg.autoresume and "://" not in cfg.save_folder and dist.get_global_rank() == 0:
+        prepare_autoresume(cfg.save_folder, cfg.run_name)  # the newest complete checkpoint is latest-rank0.pt
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
