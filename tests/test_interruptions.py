@@ -82,12 +82,16 @@ def assert_only_the_complete_checkpoint(folder) -> None:
     assert os.readlink(os.path.join(folder, "latest-rank0.pt")) == "ep0-ba3-rank0.pt"
 
 
+# Ctrl-C is a KeyboardInterrupt in plain Python; once Composer is imported, its SIGINT/SIGTERM handler turns
+# the signal into SystemExit(128 + signal number) instead.
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(130), SystemExit(143)],
+                         ids=["KeyboardInterrupt", "SIGINT via Composer", "SIGTERM via Composer"])
 def test_ctrl_c_while_a_checkpoint_is_written_then_autoresume_continues_exactly(
-        tiny_mds, tmp_path, monkeypatch, uninterrupted):
+        tiny_mds, tmp_path, monkeypatch, uninterrupted, interrupt):
     folder = tmp_path / "ckpt"
     trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder)))
-    monkeypatch.setattr(torch, "save", FailSaveAt(6, KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(torch, "save", FailSaveAt(6, interrupt))
+    with pytest.raises(type(interrupt)):
         trainer.fit()
     trainer.close()
     monkeypatch.setattr(torch, "save", REAL_SAVE)
@@ -230,3 +234,14 @@ def test_the_complete_checkpoint_of_a_run_passes_the_check(uninterrupted, tmp_pa
     check_checkpoint_file(uninterrupted[1], key="load_path")
     shutil.copy(uninterrupted[1], tmp_path / "copy.pt")
     check_checkpoint_file(str(tmp_path / "copy.pt"))
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(capsys):
+    from mosaicbert.errors import report_errors
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert report_errors(interrupted) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted (Ctrl-C).") and "Traceback" not in err

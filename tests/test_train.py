@@ -1,8 +1,10 @@
 """End to end on CPU: a tiny pretraining run, its checkpoint, and an exact resume."""
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -145,6 +147,23 @@ def test_a_yaml_syntax_error_is_one_paragraph_with_line_and_column(tmp_path):
     assert f"Recipe {str(broken)!r} is not valid YAML: line " in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["broken.yaml"]
+
+
+def test_a_truncated_shard_stops_main_py_in_seconds_naming_it(tiny_mds, tmp_path):
+    """Was a zstd "Src size is incorrect" traceback from streaming's thread, and with some timings a hang."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_mds, data, ignore=shutil.ignore_patterns("*.mds"))  # no decompressed copies
+    shard = data / "train" / "shard.00000.mds.zstd"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    args = tiny_overrides(str(data), str(tmp_path / "ckpt"))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert time.monotonic() - started < 120
+    assert f"{shard} is 1,000 bytes but index.json records" in result.stderr
+    assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_path):

@@ -149,7 +149,8 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
                           "often a bracket or quote left open, or an indentation that does not line up "
                           "with the keys above it.") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"Could not read recipe {path!r} ({describe(err)}). Pass a YAML text file from yamls/.") from None
+        raise RecipeError(f"Could not read recipe {path!r} ({describe(err)}). Pass a YAML text file from "
+                          "yamls/.") from None
     for override in overrides:
         try:
             OmegaConf.from_dotlist([override])

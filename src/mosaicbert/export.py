@@ -48,7 +48,7 @@ from transformers.utils import logging as hf_logging
 
 from . import model as model_package
 from .checkpoints import read_weights
-from .errors import RecipeError
+from .errors import RecipeError, describe
 from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, vocab_multiple
 from .tokenizer import load_tokenizer
 
@@ -67,8 +67,18 @@ MOSAIC_AUTO_MAP = {
 # Output folder handling
 # ----------------------------------------------------------------------------------------------
 def _check_out_dir(out_dir: str, overwrite: bool, source: str) -> None:
-    """Refuse to touch ``out_dir`` unless it is absent, or ``overwrite`` and safe to replace."""
+    """Refuse to touch ``out_dir`` unless it is absent (and can be made), or ``overwrite`` and safe to
+    replace."""
     if not os.path.lexists(out_dir):
+        existing = os.path.dirname(os.path.abspath(out_dir))
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise RecipeError(f"Output folder {out_dir!r} cannot be made: {existing!r} is a file, not a folder. "
+                              "Choose an out_dir in a folder.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RecipeError(f"Output folder {out_dir!r} cannot be made: {existing!r} is not writable. Choose an "
+                              "out_dir where you can write.")
         return
     if not os.path.isdir(out_dir) or os.path.islink(out_dir):
         raise RecipeError(f"Output path {out_dir!r} exists and is not a folder; choose another out_dir.")
@@ -358,8 +368,12 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
         _make_readable(tmp_dir)
         _check_out_dir(out_dir, overwrite, checkpoint)  # again: it may have appeared meanwhile
         _publish(tmp_dir, out_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a folder that became unwritable
+            raise RecipeError(f"Could not write the export next to {out_dir!r} ({describe(err)}); the partial "
+                              "export was removed. Fix the cause (e.g. free disk space) and run the export "
+                              "again.") from None
         raise
     finally:
         _quiet_transformers(progress_bars)
