@@ -82,6 +82,16 @@ def test_overrides_and_interpolation():
     (["seed=-1"], "seed=-1 must be between 0 and 4294967295."),
     (["dist_timeout=0"], "dist_timeout=0 must be at least 1.0."),
     (["python_log_level=loud"], "python_log_level='loud' is not a log level"),
+    # Dataloader values torch or streaming would reject once training starts, and files that cannot be made.
+    (["train_loader.prefetch_factor=0"], "train_loader.prefetch_factor=0 must be a positive integer."),
+    (["eval_loader.timeout=-1"], "eval_loader.timeout=-1 must be a non-negative integer."),
+    (["train_loader.shuffle_algo=banana"], "train_loader.shuffle_algo='banana' is not a streaming shuffle. Use one "
+                                           "of naive, py1br, py1e, py1s, py2s"),
+    (["train_loader.sampling_method=bad"], "train_loader.sampling_method='bad' is not one of balanced, fixed."),
+    (["train_loader.cache_limit=lots"], "train_loader.cache_limit='lots' is not a size."),
+    (["train_loader.num_canonical_nodes=0"], "train_loader.num_canonical_nodes=0 must be a positive integer."),
+    ([f"loggers.jsonl.path={REPO}/README.md/metrics.jsonl"],
+     f"loggers.jsonl.path='{REPO}/README.md/metrics.jsonl' cannot be made: '{REPO}/README.md' is a file"),
 ])
 def test_mistakes_are_named(overrides, message):
     with pytest.raises(RecipeError) as err:
@@ -130,7 +140,8 @@ def test_yaml_syntax_errors_name_the_file_line_and_column(tmp_path, text, where)
 
 
 def test_an_override_that_is_not_yaml_is_named():
-    with pytest.raises(RecipeError, match=r"Override 'callbacks=\{speed_monitor: \{\}' is not valid YAML after the '='"):
+    with pytest.raises(RecipeError, match=r"Override 'callbacks=\{speed_monitor: \{\}' is not valid YAML after the "
+                                          r"'='"):
         load_config(BASE, ["callbacks={speed_monitor: {}"])
 
 

@@ -127,6 +127,8 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     (["eval_interval=banana"], "eval_interval='banana' is not a time"),
     (["save_interval=xyz"], "save_interval='xyz' is not a time"),
     (["global_train_batch_size=-3"], "global_train_batch_size=-3 must be a positive integer"),
+    ([f"save_folder={REPO}/README.md/ckpt"], f"save_folder='{REPO}/README.md/ckpt' cannot be made: '{REPO}/README.md' "
+                                             "is a file, not a folder"),
 ])
 def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override

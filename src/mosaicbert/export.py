@@ -51,6 +51,7 @@ from .checkpoints import read_weights
 from .errors import RecipeError, describe
 from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, vocab_multiple
 from .tokenizer import load_tokenizer
+from .validation import check_folder_can_be_made
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,7 @@ def _check_out_dir(out_dir: str, overwrite: bool, source: str) -> None:
     """Refuse to touch ``out_dir`` unless it is absent (and can be made), or ``overwrite`` and safe to
     replace."""
     if not os.path.lexists(out_dir):
-        existing = os.path.dirname(os.path.abspath(out_dir))
-        while not os.path.lexists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise RecipeError(f"Output folder {out_dir!r} cannot be made: {existing!r} is a file, not a folder. "
-                              "Choose an out_dir in a folder.")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise RecipeError(f"Output folder {out_dir!r} cannot be made: {existing!r} is not writable. Choose an "
-                              "out_dir where you can write.")
+        check_folder_can_be_made(out_dir, f"Output folder {out_dir!r}")
         return
     if not os.path.isdir(out_dir) or os.path.islink(out_dir):
         raise RecipeError(f"Output path {out_dir!r} exists and is not a folder; choose another out_dir.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -197,6 +198,19 @@ def check_range(value: Any, where: str, minimum: float, maximum: Optional[float]
     if also:
         wanted = " or ".join(str(a) for a in also) + f" or {wanted}"
     raise RecipeError(f"{where}={value!r} must be {wanted}.")
+
+
+def check_folder_can_be_made(folder: str, what: str) -> None:
+    """A local folder a run will create or write into: its nearest existing part must be a writable folder,
+    not a file. ``what`` names it in the message (``"save_folder='runs/x'"``). Placeholders such as
+    ``{run_name}`` may stay in ``folder``: only what exists is looked at."""
+    existing = os.path.abspath(folder)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RecipeError(f"{what} cannot be made: {existing!r} is a file, not a folder. Choose a path in a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"{what} cannot be made: {existing!r} is not writable. Choose a path where you can write.")
 
 
 def check_values(given: dict, schema: type, where: str = "") -> None:

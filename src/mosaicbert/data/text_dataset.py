@@ -15,9 +15,12 @@ import torch
 from composer.core import DataSpec
 from streaming import StreamingDataLoader, StreamingDataset
 from streaming.base.dataset import _ShardState  # streaming 0.13's shard states in shared memory
+from streaming.base.shuffle import algos as SHUFFLE_ALGOS
+from streaming.base.util import bytes_to_int
 
 from .. import registry
 from ..errors import RecipeError, describe
+from ..validation import check_range
 from .mlm_collator import (
     MLMCollator,
     check_masking_args,
@@ -270,9 +273,32 @@ def _raise_missing_data(local: str, split: str | None, index: str) -> None:
         "stream it from object storage.")
 
 
-def check_text_loader(kwargs: dict) -> None:
-    """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built)."""
+SAMPLING_METHODS = ("balanced", "fixed")
+
+
+def check_text_loader(kwargs: dict, where: str = "train_loader") -> None:
+    """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built): the
+    values torch's DataLoader and streaming would otherwise reject with a traceback once training starts."""
     check_masking_args(kwargs.get("mlm_probability", 0.15), kwargs.get("pad_to", "max_seq_len"))
+    for key, minimum in (("num_workers", 0), ("prefetch_factor", 1), ("timeout", 0), ("num_canonical_nodes", 1),
+                         ("predownload", 0), ("shuffle_block_size", 1), ("download_timeout", 1)):
+        value = kwargs.get(key)
+        if value is not None:
+            check_range(value, f"{where}.{key}", minimum)
+    algo = kwargs.get("shuffle_algo", "py1e")
+    if algo not in SHUFFLE_ALGOS:
+        raise RecipeError(f"{where}.shuffle_algo={algo!r} is not a streaming shuffle. Use one of "
+                          f"{', '.join(sorted(SHUFFLE_ALGOS))} (py1e is the default).")
+    if kwargs.get("sampling_method", "balanced") not in SAMPLING_METHODS:
+        raise RecipeError(f"{where}.sampling_method={kwargs['sampling_method']!r} is not one of "
+                          f"{', '.join(SAMPLING_METHODS)}.")
+    cache_limit = kwargs.get("cache_limit")
+    if cache_limit is not None:
+        try:
+            bytes_to_int(cache_limit)
+        except (ValueError, TypeError):
+            raise RecipeError(f"{where}.cache_limit={cache_limit!r} is not a size. Use bytes (an integer) or a "
+                              "string such as '50gb' or '500mb'.") from None
 
 
 def build_text_dataloader(

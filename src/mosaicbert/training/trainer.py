@@ -14,6 +14,7 @@ from ..checkpoints import check_checkpoint_file
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
 from ..tokenizer import load_tokenizer
+from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
 from .checkpointing import prepare_autoresume, use_atomic_checkpoint_writes
 from .time_budget import eval_interval_for
@@ -69,6 +70,9 @@ def check_checkpointing(cfg: TrainerConfig) -> None:
                           "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
     if cfg.load_path and "://" not in cfg.load_path:
         check_checkpoint_file(cfg.load_path, key="load_path")
+    if cfg.save_folder and "://" not in cfg.save_folder:
+        folder = cfg.save_folder.replace("{run_name}", cfg.run_name) if cfg.run_name else cfg.save_folder
+        check_folder_can_be_made(folder, f"save_folder={cfg.save_folder!r}")
 
 
 def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
