@@ -8,13 +8,15 @@ import sys
 
 from mosaicbert.config import load_config
 from mosaicbert.training.cli import run
+from mosaicbert.training.multinode import explain_lost_ranks
 from mosaicbert.training.trainer import build_pretraining_trainer
 
 
 def pretrain(yaml_path: str, overrides: list[str]) -> None:
     cfg = load_config(yaml_path, overrides)
-    trainer = build_pretraining_trainer(cfg)
-    trainer.fit()
+    with explain_lost_ranks(cfg):
+        trainer = build_pretraining_trainer(cfg)
+        trainer.fit()
     trainer.close()
 
 

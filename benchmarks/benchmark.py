@@ -249,12 +249,13 @@ def environment(peak_tflops) -> dict:
     env = dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
                device=torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
                bf16_matmul_tflops=peak_tflops)
-    try:
-        import flash_attn  # noqa: F401
+    # Whether the model can use flash-attn is whether it found the function it uses: flash-attn 4
+    # installs a `flash_attn` package (only `flash_attn.cute`, no `__version__`) without that function.
+    from mosaicbert.model.modeling_mosaic_bert import flash_attn_varlen_qkvpacked_func
 
-        env["flash_attn"] = flash_attn.__version__
-    except ImportError:
-        env["flash_attn"] = None
+    env["flash_attn"] = None
+    if flash_attn_varlen_qkvpacked_func is not None:
+        env["flash_attn"] = getattr(sys.modules.get("flash_attn"), "__version__", "version unknown")
     return env
 
 

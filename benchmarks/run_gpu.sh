@@ -19,7 +19,8 @@
 #   DATA/corpus/{train,val}.jsonl.gz    English text (documents as {"text": ...} lines)
 #   DATA/downstream/rotten_tomatoes/    a GLUE-layout sentiment task (time-to-quality only)
 # Optional: WHEELS=<folder of .whl files> installs them first (a machine without a package index);
-# TTQ_ARGS adds arguments to time_to_quality.py (e.g. "--lrs 5e-4 1e-3").
+# TTQ_ARGS adds arguments to time_to_quality.py (e.g. "--lrs 5e-4 1e-3"), MICROBENCH_ARGS replaces
+# microbench.py's (e.g. "--only sdpa --seq 128 --rows 256"), SPEED_VARIANTS the speed task's variants.
 set -u
 out=${1:?usage: bash benchmarks/run_gpu.sh OUT TASK [TASK ...]}
 shift
@@ -72,7 +73,7 @@ for task in "$@"; do
   echo "== $task"
   case "$task" in
     cuda-tests)
-      python3 -m pytest -q -p no:cacheprovider tests/test_model.py -rs > "$out/cuda-tests.log" 2>&1
+      python3 -m pytest -q -p no:cacheprovider tests/test_model.py -k cuda -rs > "$out/cuda-tests.log" 2>&1
       echo "test_model: exit $?"; tail -n 3 "$out/cuda-tests.log"
       if [ "$gpus" -ge 2 ]; then
         NCCL_SOCKET_IFNAME=lo python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py -k fsdp -rA \
@@ -80,16 +81,20 @@ for task in "$@"; do
         echo "fsdp test: exit $?"; tail -n 3 "$out/fsdp-test.log"
       fi;;
     speed)
-      bench speed-s128 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
-          --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s128.png"
-      bench speed-s512 --variants hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile \
-          --shapes 512x64 --lengths full uniform --steps 20 --warmup 8 --plot "$out/speed-s512.png";;
+      variants=${SPEED_VARIANTS:-hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile}
+      # shellcheck disable=SC2086
+      bench speed-s128 --variants $variants --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 \
+          --plot "$out/speed-s128.png"
+      # shellcheck disable=SC2086
+      bench speed-s512 --variants $variants --shapes 512x64 --lengths full uniform --steps 20 --warmup 8 \
+          --plot "$out/speed-s512.png";;
     profile)
       bench profile --variants mosaic_bert:auto:compile --shapes 128x256 --lengths full --steps 10 --warmup 8 \
           --profile "mosaic_bert:auto:compile@128x256@full"
       tail -n 45 "$out/profile.log";;
     microbench)
-      python3 benchmarks/microbench.py --tokens 32768 --seq 128 --json "$out/microbench.json" \
+      # shellcheck disable=SC2086
+      python3 benchmarks/microbench.py ${MICROBENCH_ARGS:---tokens 32768 --seq 128} --json "$out/microbench.json" \
           > "$out/microbench.log" 2>&1
       echo "microbench: exit $?"; grep "^|" "$out/microbench.log";;
     main)

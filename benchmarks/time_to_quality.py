@@ -101,6 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="extra fine-tuning overrides (yamls/glue/sentiment.yaml)")
     parser.add_argument("--plot", default=None, help="plot path (default <out>/time_to_quality.png)")
     parser.add_argument("--summary", default=None, help="also write the small published summary JSON here")
+    parser.add_argument("--sweep_only", action="store_true",
+                        help="stop after the sweep: print its table and each model's best setting (no long runs, "
+                             "no fine-tuning, no comparison)")
     parser.add_argument("--overwrite", action="store_true", help="redo runs that finished earlier under --out")
     return parser.parse_args(argv)
 
@@ -302,6 +305,16 @@ def machine() -> dict:
     return info
 
 
+def write_summary(args, record: dict) -> None:
+    """The published summary: the record (a few KB: one curve point per evaluation), the command, the
+    machine and versions."""
+    published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
+                 "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
+    os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
+    with open(args.summary, "w") as f:
+        json.dump(published, f, indent=1)
+
+
 def report(args, sweep, sweep_curves, best, long_runs, long_curves) -> dict:
     labels = {name: label for name, (_, label) in MODELS.items()}
     budgets = {f"{args.budget_s:g}s": comparison(args, best, sweep, sweep_curves)}
@@ -325,12 +338,8 @@ def report(args, sweep, sweep_curves, best, long_runs, long_curves) -> dict:
         json.dump(record, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
-    if args.summary:  # a few KB: the curves have one point per evaluation
-        published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
-                     "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
-        os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
-        with open(args.summary, "w") as f:
-            json.dump(published, f, indent=1)
+    if args.summary:
+        write_summary(args, record)
     print("\n" + table + f"\nplot: {plot}\nresults: {os.path.join(args.out, 'results.json')}", flush=True)
     return record
 
@@ -350,6 +359,16 @@ def main(argv=None) -> int:
     run_stage("pretrain", sweep, gpus, args, mds)
     sweep_curves = curves(args, sweep)
     best = best_of_each_model(sweep, sweep_curves)
+    if args.sweep_only:
+        table = sweep_table(sweep, sweep_curves, best)
+        record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
+                  "best": best, "curves": sweep_curves}
+        with open(os.path.join(args.out, "sweep.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        if args.summary:
+            write_summary(args, record)
+        print("\n" + table, flush=True)
+        return 0
     long_runs = {}
     if args.long_budget_s > 0:
         long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):

@@ -2,6 +2,9 @@
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +17,13 @@ from mosaicbert.model import (
     MosaicBertModel,
     alibi_slopes,
 )
-from mosaicbert.model.modeling_mosaic_bert import document_block_mask, flex_attention
+from mosaicbert.model.modeling_mosaic_bert import (
+    Unpadded,
+    document_block_mask,
+    flash_attn_varlen_qkvpacked_func,
+    flex_attention,
+    sdpa_bias,
+)
 
 BACKENDS = ["sdpa"] + (["flex"] if flex_attention is not None else [])
 
@@ -48,10 +57,13 @@ def published_slopes(n):
     raise ValueError(n)
 
 
-def reference_encoder(model: MosaicBertModel, input_ids, attention_mask, token_type_ids):
-    """Float64, one sequence at a time, no padding anywhere: a list of ``[L_b, H]`` tensors."""
+def reference_encoder(model: MosaicBertModel, input_ids, attention_mask, token_type_ids, params=None):
+    """Float64, one sequence at a time, no padding anywhere: a list of ``[L_b, H]`` tensors.
+
+    ``params``: float64 copies of the model's parameters by name (leaves requiring grad, to compare
+    gradients); by default detached copies."""
     cfg = model.config
-    p = {k: v.detach().double() for k, v in model.state_dict().items()}
+    p = params if params is not None else {k: v.detach().double() for k, v in model.state_dict().items()}
     H, nh = cfg.hidden_size, cfg.num_attention_heads
     hd = H // nh
     slopes = torch.tensor(published_slopes(nh) if nh in (8, 12, 16) else alibi_slopes(nh), dtype=torch.float64)
@@ -185,6 +197,131 @@ def test_sequences_longer_than_any_seen_work():
     assert relative_error(out, reference_encoder(model, ids, mask, types), mask) < 1e-5
 
 
+def padding_case(layout: str, seed: int, seqlen: int = 24):
+    """A batch for one padding layout: ids, mask, types (the mask of 1s and 0s the model is given)."""
+    g = torch.Generator().manual_seed(seed)
+    if layout == "none":
+        return random_batch(batch=4, seqlen=seqlen, min_len=seqlen, generator=g)
+    _, mask, _ = random_batch(batch=6, seqlen=seqlen, generator=g)
+    if layout == "empty rows":  # rows of padding only, also the last one
+        mask[[2, 5]] = 0
+    elif layout == "left":  # real tokens at the end of each row
+        mask = mask.flip(1)
+    ids = torch.randint(1, 96, mask.shape, generator=g)  # no real token is the padding id 0
+    return ids * mask, mask, torch.randint(0, 2, mask.shape, generator=g) * mask
+
+
+PADDING_LAYOUTS = ["right", "empty rows", "left", "none"]
+
+
+def check_outputs_and_gradients(backend, layout, bf16, device="cpu", compiled=False, grad_limit=1e-5, seqlen=24):
+    """Forward and every parameter's gradient against the float64 reference, for one padding layout.
+
+    The loss weights only real tokens, so padded query rows get a zero gradient from unpadding: their
+    attention outputs must still be finite for that zero to stay zero through the attention backward.
+    Sizes are given as the collator gives them, so full rows take the path without (un)padding."""
+    torch.manual_seed(14)
+    config = tiny_config(attention_backend=backend)
+    if device == "cuda":  # heads of 16: a head size the GPU kernels take
+        config = tiny_config(attention_backend=backend, hidden_size=64, num_attention_heads=4)
+    model = MosaicBertModel(config, add_pooling_layer=False).train()
+    ids, mask, types = padding_case(layout, seed=len(layout), seqlen=seqlen)
+    weights = torch.randn(*ids.shape, config.hidden_size, generator=torch.Generator().manual_seed(1))
+    params = {name: p.detach().double().requires_grad_() for name, p in model.named_parameters()}
+    refs = reference_encoder(model, ids, mask, types, params)
+    sum(((r * weights[b][mask[b].bool()].double()).sum() for b, r in enumerate(refs))).backward()
+
+    model.to(device)
+    run = torch.compile(model) if compiled else model
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        out = run(ids.to(device), mask.to(device), types.to(device), num_tokens=int(mask.sum()),
+                  max_seqlen=int(mask.sum(1).max())).last_hidden_state
+    (out.float() * (weights * mask[..., None]).to(device)).sum().backward()
+    out = out.cpu()
+    assert relative_error(out, refs, mask) < (2e-2 if bf16 else 1e-5)
+    assert torch.all(out[~mask.bool()] == 0)
+    for name, p in model.named_parameters():
+        got, want = p.grad.cpu().double(), params[name].grad
+        assert torch.isfinite(got).all(), name
+        if want.norm() == 0:  # e.g. the padding token's embedding row: no real token uses it
+            assert got.norm() == 0, name
+            continue
+        err = ((got - want).norm() / want.norm()).item()
+        assert err < (5e-2 if bf16 else grad_limit), f"{name}: gradient relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", PADDING_LAYOUTS)
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_outputs_and_gradients_match_float64_reference(backend, layout, bf16):
+    check_outputs_and_gradients(backend, layout, bf16)
+
+
+def test_sdpa_bias_is_alibi_plus_key_padding_with_aligned_rows():
+    slopes = torch.tensor(alibi_slopes(6))
+    i, j = torch.arange(13)[:, None], torch.arange(13)[None, :]
+    alibi = -slopes[:, None, None] * (i - j).abs()  # [heads, 13, 13]
+    full = Unpadded.from_mask(torch.ones(3, 13, dtype=torch.long), num_tokens=39)
+    bias = sdpa_bias(full, slopes, torch.float32)
+    assert bias.shape == (3, 6, 13, 13) and torch.equal(bias, alibi.expand(3, -1, -1, -1))
+    mask = (torch.arange(13)[None, :] < torch.tensor([13, 4, 0])[:, None]).long()
+    bias = sdpa_bias(Unpadded.from_mask(mask), slopes, torch.bfloat16)
+    expected = alibi.to(torch.bfloat16).expand(3, -1, -1, -1).masked_fill(mask[:, None, None, :] == 0, -3.3895e38)
+    assert torch.equal(bias, expected)
+    # SDPA's kernels need rows aligned to 8 elements; an unaligned bias would be copied in every layer.
+    for b in (sdpa_bias(full, slopes, torch.float32), bias):
+        assert b.stride(-1) == 1 and all(s % 8 == 0 for s in b.stride()[:-1]), b.stride()
+
+
+@pytest.mark.parametrize("lengths", [[5, 0, 3, 5], [0, 0], [5, 5, 5]], ids=["mixed", "all padding", "full"])
+def test_pad_and_unpad_are_each_others_adjoint(lengths):
+    """gradcheck in float64: unpad's backward is pad and pad's backward is unpad (both are gathers)."""
+    for left in (False, True):
+        pos = torch.arange(5)[None, :]
+        n = torch.tensor(lengths)[:, None]
+        mask = (pos >= 5 - n) if left else (pos < n)
+        u = Unpadded.from_mask(mask.long())
+        x = torch.randn(len(lengths), 5, 3, dtype=torch.float64, requires_grad=True)
+        t = torch.randn(u.num_tokens, 3, dtype=torch.float64, requires_grad=True)
+        torch.testing.assert_close(u.unpad(x), x[mask])
+        padded = u.pad(t)
+        assert torch.equal(padded[mask], t.detach()) and torch.all(padded[~mask] == 0)
+        assert torch.autograd.gradcheck(u.unpad, (x,)) and torch.autograd.gradcheck(u.pad, (t,))
+
+
+def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa(monkeypatch):
+    from mosaicbert.model import modeling_mosaic_bert as mb
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", None)
+    for device in (cuda, cpu):
+        assert mb.resolve_attention_backend("auto", device, torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", lambda *args, **kwargs: None)
+    assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16) == "flash_attn"
+    assert mb.resolve_attention_backend("auto", cuda, torch.float32) == "sdpa"  # flash-attn has no fp32
+    assert mb.resolve_attention_backend("auto", cpu, torch.bfloat16) == "sdpa"
+    assert mb.resolve_attention_backend("flex", cuda, torch.bfloat16) == "flex"  # still selectable
+
+
+def test_flash_attn_4_alone_does_not_count_as_flash_attn(tmp_path):
+    """flash-attn 4 installs an importable `flash_attn` package holding only `flash_attn.cute`. The model
+    must not take that for flash-attn 2's varlen function, and `auto` must resolve to SDPA on CUDA."""
+    (tmp_path / "flash_attn" / "cute").mkdir(parents=True)
+    (tmp_path / "flash_attn" / "__init__.py").write_text("")
+    (tmp_path / "flash_attn" / "cute" / "__init__.py").write_text("")
+    import mosaicbert
+
+    src = os.path.dirname(os.path.dirname(mosaicbert.__file__))
+    code = ("import torch, flash_attn.cute\n"
+            "from mosaicbert.model import modeling_mosaic_bert as m\n"
+            "print(m.flash_attn_varlen_qkvpacked_func, "
+            "m.resolve_attention_backend('auto', torch.device('cuda'), torch.bfloat16))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), src]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "sdpa"]
+
+
 @pytest.mark.skipif(flex_attention is None, reason="needs FlexAttention")
 def test_document_block_mask_matches_dense_sequence_mask():
     from torch.nn.attention.flex_attention import create_block_mask
@@ -298,13 +435,9 @@ def test_a_short_training_run_lowers_the_loss():
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10, losses
 
 
-CUDA_BACKENDS = ["sdpa", "flex"]
-try:  # the optional kernel, only where it is installed
-    import flash_attn  # noqa: F401  (only whether it imports matters)
-
-    CUDA_BACKENDS.append("flash_attn")
-except ImportError:
-    pass
+# flash_attn only where the model found the function it uses: flash-attn 4 installs an importable
+# `flash_attn` package (flash_attn.cute) without it.
+CUDA_BACKENDS = ["sdpa", "flex"] + (["flash_attn"] if flash_attn_varlen_qkvpacked_func is not None else [])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -327,6 +460,21 @@ def test_cuda_backends_match_float64_reference(backend, compiled):
             err = relative_error(out, refs, mask)
             limit = 1e-5 if dtype == torch.float32 else 2e-2
             assert err < limit, f"{backend} compiled={compiled} {dtype}: relative error {err:.2e}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize(("compiled", "layout"), [(False, layout) for layout in PADDING_LAYOUTS]
+                         + [(True, "empty rows"), (True, "none")])
+def test_cuda_outputs_and_gradients_match_float64_reference(backend, compiled, layout):
+    """On the GPU's kernels, whose handling of fully masked rows differs from the CPU's: rows of padding
+    only must give finite outputs and gradients there too. Eager: every layout, fp32 (where the kernel
+    has it) and bf16. Compiled (bf16, the training setting): the two layouts with their own code paths,
+    rows of padding only and the broadcast bias of full rows; each compile takes a while."""
+    for bf16 in ([False] if backend != "flash_attn" and not compiled else []) + [True]:
+        torch._dynamo.reset()
+        check_outputs_and_gradients(backend, layout, bf16, device="cuda", compiled=compiled, grad_limit=1e-4,
+                                    seqlen=200)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

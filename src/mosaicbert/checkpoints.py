@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from .errors import RecipeError, describe
 from .families import family_name_of_model_type
+from .object_store import download_checkpoint, is_s3
 from .tokenizer import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def _local_copy(path: str, tmpdir: str) -> str:
 def read_composer_checkpoint(path: str) -> Weights:
     """Weights and metadata from a Composer checkpoint file or URI."""
     with tempfile.TemporaryDirectory() as tmpdir:
-        local = _local_copy(path, tmpdir)
+        # s3://: checked first (a clear error in seconds); a run's folder means its newest checkpoint
+        local = download_checkpoint(path, tmpdir) if is_s3(path) else _local_copy(path, tmpdir)
         try:
             checkpoint = torch.load(local, map_location="cpu", weights_only=False)
         except Exception as err:

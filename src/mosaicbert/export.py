@@ -23,8 +23,8 @@ What the export changes relative to the training-time model, and why:
   ``len(tokenizer)`` rows of the word embeddings, of the tied decoder and of its bias, so logits are
   exactly the checkpoint's logits restricted to real tokens. Loading an export back into the recipe
   (``pretrained_checkpoint``) pads the vocabulary again; the padding rows get fresh initialisation.
-* **MosaicBERT** configs get ``attention_backend="auto"`` (flash-attn on CUDA when installed, else
-  FlexAttention on CUDA, else SDPA: the export runs on CPU without CUDA or flash-attn) and
+* **MosaicBERT** configs get ``attention_backend="auto"`` (flash-attn 2 on CUDA when installed, else
+  SDPA: the export runs on CPU without CUDA or flash-attn) and
   ``mlm_only_masked=False`` (logits are always ``[batch, seq, vocab]`` as Hugging Face callers expect;
   the loss is unchanged).
 
@@ -248,8 +248,8 @@ def _model_card(model, family: str, task: str, checkpoint: str, tokenizer_name: 
             "MosaicBERT (Portes et al., 2023) uses ALiBi instead of position embeddings (no maximum length), "
             "a gated (GeGLU) feed-forward and computes only on real tokens. Its code ships in this folder "
             "(`configuration_mosaic_bert.py`, `modeling_mosaic_bert.py`), so loading needs "
-            "`trust_remote_code=True`. It runs on CPU (PyTorch SDPA); on a CUDA GPU it uses flash-attn when "
-            "installed, else FlexAttention (set `attention_backend` to `flash_attn`, `flex` or `sdpa` to choose).",
+            "`trust_remote_code=True`. It runs with PyTorch SDPA on CPU and GPU; on a CUDA GPU it uses flash-attn 2 "
+            "when installed (set `attention_backend` to `flash_attn`, `flex` or `sdpa` to choose).",
         ]
     if padded_vocab != config.vocab_size:
         lines += ["", f"Training padded the vocabulary to {padded_vocab} rows; the export keeps the "

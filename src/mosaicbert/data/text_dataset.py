@@ -7,27 +7,24 @@ reads ``build_text_dataloader``'s signature to type-check YAML keys.
 import json
 import logging
 import os
+import socket
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import torch
 from composer.core import DataSpec
-from streaming import StreamingDataLoader, StreamingDataset
+from streaming import Stream, StreamingDataLoader, StreamingDataset
 from streaming.base.dataset import _ShardState  # streaming 0.13's shard states in shared memory
 from streaming.base.shuffle import algos as SHUFFLE_ALGOS
+from streaming.base.stream import streams_registry
 from streaming.base.util import bytes_to_int
 
 from .. import registry
 from ..errors import RecipeError, describe
 from ..validation import check_range
-from .mlm_collator import (
-    MLMCollator,
-    check_masking_args,
-    check_sample_length,
-    row_lengths,
-    split_batch,
-)
+from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +39,28 @@ HOW_TO_MAKE_DATA = (
     "--out_root DIR` converts C4 (needs the Hugging Face hub)")
 
 
+class SharedFolderStream(Stream):
+    """A streaming ``Stream`` whose local folder may be shared by several nodes (NFS, Lustre).
+
+    With no ``remote``, ``local`` is the data itself and streaming decompresses each zstd shard next to
+    its zip on first use: to ``<shard>.tmp``, then renamed to ``<shard>``. Every node does this on its
+    own, so nodes reading one shared folder at once write the same ``.tmp`` file, and the rename of all
+    but the first fails with FileNotFoundError. Here each process decompresses to a name of its own (host
+    and pid) and moves the result into place atomically: the shard that appears is whole, whichever node
+    is first.
+    """
+
+    def _decompress_shard_part(self, zip_info: Any, zip_filename: str, raw_filename: str,
+                               compression: str | None) -> None:
+        own = f"{raw_filename}.{socket.gethostname()}-{os.getpid()}"
+        super()._decompress_shard_part(zip_info, zip_filename, own, compression)
+        os.replace(own, raw_filename)
+
+
+SHARED_FOLDER_STREAM = "mosaicbert_shared_folder"
+streams_registry.register(SHARED_FOLDER_STREAM, func=SharedFolderStream)
+
+
 class StreamingTextDataset(StreamingDataset):
     """MDS samples as token ids, ready for :class:`~mosaicbert.data.mlm_collator.MLMCollator`.
 
@@ -53,23 +72,27 @@ class StreamingTextDataset(StreamingDataset):
     ``__getitem__(idx)`` returns ``{"input_ids": int64 array [L], "sample_idx": idx}`` plus ``"epoch"``
     while iterating (the epoch streaming is serving, so masks are re-drawn every epoch yet still
     reproducible). Random access outside iteration (``dataset[i]``) has no epoch; the collator then
-    uses epoch 0.
+    uses epoch 0. With ``fixed_masks`` no epoch is given either: every pass masks a sample alike.
 
     Args:
         tokenizer: Hugging Face tokenizer (used for ``text`` samples and the ``[SEP]`` id).
         max_seq_len: Maximum tokens per sample, special tokens included.
         local, remote, split, shuffle: As in :class:`streaming.StreamingDataset`.
+        fixed_masks: Give no epoch, so every pass draws the same masks (evaluation sets).
         **streaming_kwargs: Any other :class:`streaming.StreamingDataset` keyword.
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int, local: str, remote: str | None = None,
-                 split: str | None = None, shuffle: bool = False, **streaming_kwargs: Any) -> None:
+                 split: str | None = None, shuffle: bool = False, fixed_masks: bool = False,
+                 **streaming_kwargs: Any) -> None:
         check_sample_length(max_seq_len)
+        streaming_kwargs.setdefault("stream_name", SHARED_FOLDER_STREAM)
         super().__init__(local=local, remote=remote, split=split, shuffle=shuffle, **streaming_kwargs)
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
         self._sep_id = tokenizer.sep_token_id
         self._epoch: int | None = None
+        self.fixed_masks = bool(fixed_masks)
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
         """Streaming's shard preparation (download, decompression), ending the epoch with a clear error
@@ -104,17 +127,34 @@ class StreamingTextDataset(StreamingDataset):
         return (f"Shard {local} could not be prepared ({describe(err)}): it is cut off or damaged (a download, copy "
                 f"or conversion that did not finish). Fix: {fix}.")
 
-    def __iter__(self) -> Any:
-        self._prepare_error = None
-        yield from super().__iter__()
-        if self._prepare_error is not None:
-            raise RecipeError(self._prepare_error)
-
     def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
         # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
         # about to serve (restored from the checkpoint on resumption). Remember it for __getitem__.
         self._epoch = int(epoch)
         return super()._get_work(epoch, sample_in_epoch)
+
+    def on_exception(self, future: Future) -> None:
+        # Streaming's shard threads report a failure here and then end the epoch quietly: the rank's
+        # iteration just stops. Keep the error so that __iter__ can raise it. (A failed download or
+        # decompression does not get here: prepare_shard keeps its own message.)
+        if future.exception() is not None:
+            self._thread_error = future.exception()
+        super().on_exception(future)
+
+    def __iter__(self) -> Any:
+        self._thread_error = None
+        self._prepare_error = None
+        yield from super().__iter__()
+        if self._prepare_error is not None:
+            raise RecipeError(self._prepare_error)
+        if self._thread_error is not None:
+            folder = os.path.join(self.streams[0].local, self.streams[0].split)
+            raise RuntimeError(
+                f"Streaming could not prepare a shard of {folder!r} ({describe(self._thread_error)}; its "
+                "traceback is logged above), so this rank stopped its epoch before its last sample. Stopping the "
+                "run here: it would otherwise go on with fewer batches than it should, or none, and end as if it "
+                "had finished. Check that every shard in that folder is complete and readable from every node."
+            ) from self._thread_error
 
     def tokenize(self, text: str) -> np.ndarray:
         """``[CLS] text [SEP]`` token ids, int64 ``[L]`` with ``L <= max_seq_len``."""
@@ -159,7 +199,7 @@ class StreamingTextDataset(StreamingDataset):
                 "Fix: convert the data with scripts/convert_text.py or scripts/convert_c4.py, which write a "
                 "'text' column (or 'input_ids' with --tokenize).")
         item = {"input_ids": ids, "sample_idx": int(idx)}
-        if self._epoch is not None:
+        if self._epoch is not None and not self.fixed_masks:
             item["epoch"] = self._epoch
         return item
 
@@ -313,6 +353,7 @@ def build_text_dataloader(
     shuffle_seed: int = 9176,
     mlm_probability: float = 0.15,
     mask_seed: int = 0,
+    fixed_masks: bool = False,
     pad_to: str = "max_seq_len",
     num_workers: int = 8,
     prefetch_factor: int | None = 2,
@@ -333,7 +374,9 @@ def build_text_dataloader(
 
     Batches are dicts of int64 tensors ``[device_batch_size, T]`` (``T = max_seq_len`` unless
     ``pad_to="longest"``): ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``.
-    Masking is deterministic per (``mask_seed``, epoch, sample); the ``StreamingDataLoader`` carries
+    Masking is deterministic per (``mask_seed``, epoch, sample), or per (``mask_seed``, sample) with
+    ``fixed_masks`` (evaluation: every evaluation sees the same masks, so evaluations compare with each other
+    and a resumed run evaluates exactly as an uninterrupted one); the ``StreamingDataLoader`` carries
     its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
@@ -347,24 +390,36 @@ def build_text_dataloader(
                           "or a positive number of dataloader worker processes.")
     check_mds_folder(local, split, remote)
 
-    dataset = StreamingTextDataset(
-        tokenizer=tokenizer,
-        max_seq_len=max_seq_len,
-        local=local,
-        remote=remote,
-        split=split,
-        shuffle=shuffle,
-        shuffle_seed=shuffle_seed,
-        num_canonical_nodes=num_canonical_nodes,
-        predownload=predownload,
-        shuffle_algo=shuffle_algo,
-        shuffle_block_size=shuffle_block_size,
-        cache_limit=cache_limit,
-        download_timeout=download_timeout,
-        keep_zip=keep_zip,
-        sampling_method=sampling_method,
-        batch_size=device_batch_size,
-    )
+    try:
+        dataset = StreamingTextDataset(
+            tokenizer=tokenizer,
+            max_seq_len=max_seq_len,
+            local=local,
+            remote=remote,
+            split=split,
+            shuffle=shuffle,
+            fixed_masks=fixed_masks,
+            shuffle_seed=shuffle_seed,
+            num_canonical_nodes=num_canonical_nodes,
+            predownload=predownload,
+            shuffle_algo=shuffle_algo,
+            shuffle_block_size=shuffle_block_size,
+            cache_limit=cache_limit,
+            download_timeout=download_timeout,
+            keep_zip=keep_zip,
+            sampling_method=sampling_method,
+            batch_size=device_batch_size,
+        )
+    except ValueError as err:
+        if "Reused local directory" not in str(err):
+            raise
+        raise RecipeError(
+            f"Streaming's shared memory already registers local={local!r} for a dataset with a remote: another "
+            "run on this machine streams into it, or a run here was killed together with its resource tracker "
+            "(e.g. SIGKILL to its whole process group) and left the registration behind. If no other run uses it, "
+            "clear it with `python -c 'from streaming.base.util import clean_stale_shared_memory; "
+            "clean_stale_shared_memory()'` and start again; otherwise give this run another local folder."
+        ) from None
     collator = MLMCollator(tokenizer, mlm_probability=mlm_probability, max_seq_len=max_seq_len,
                            pad_to=pad_to, seed=mask_seed)
     # torch's DataLoader rejects prefetch_factor / persistent_workers without worker processes.

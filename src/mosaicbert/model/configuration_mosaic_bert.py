@@ -18,14 +18,16 @@ class MosaicBertConfig(PretrainedConfig):
         intermediate_size: width of the gated feed-forward (GeGLU); the input projection is twice this.
         hidden_act: activation on the gate half of the GLU ("gelu" = exact erf GELU as in the paper).
         hidden_dropout_prob: dropout on embeddings and sub-layer outputs (0.1).
-        attention_probs_dropout_prob: dropout on attention weights (0.0 in the paper; only sdpa supports >0).
+        attention_probs_dropout_prob: dropout on attention weights (0.0 in the paper; flex does not support >0).
         type_vocab_size: number of token-type (segment) ids.
         initializer_range: std of the normal init of weights (BERT: 0.02).
         layer_norm_eps: LayerNorm epsilon.
         alibi_starting_size: unused by the math (ALiBi has no maximum length); kept as the length the
             model was trained at, for documentation and for `max_position_embeddings`-style queries.
-        attention_backend: "auto" | "flash_attn" | "flex" | "sdpa". "auto" picks flash_attn when the
-            package is importable on CUDA, else FlexAttention on CUDA, else SDPA.
+        attention_backend: "auto" | "flash_attn" | "flex" | "sdpa". "auto" picks flash_attn on CUDA with
+            fp16/bf16 activations when flash-attn provides ``flash_attn_varlen_qkvpacked_func`` (flash-attn
+            2; flash-attn 4 does not), else SDPA, which on an H200 ran faster than FlexAttention at full
+            and at padded rows. "flex" (FlexAttention on the packed tokens) stays selectable.
         low_precision_layernorm: run LayerNorm in the autocast dtype (bf16) rather than fp32.
         prenorm: pre-LN blocks instead of the paper's post-LN.
         glu_dropout: where the feed-forward dropout sits: "intermediate" (on the GLU output, before the

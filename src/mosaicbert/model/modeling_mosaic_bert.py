@@ -7,9 +7,10 @@ What differs from Hugging Face BERT, each switchable in :class:`MosaicBertConfig
   * GeGLU feed-forward; LayerNorm in the autocast dtype; post-LN (pre-LN optional);
   * the MLM head runs only on masked positions when labels are given.
 
-Attention backends: flash-attn's varlen kernel (optional package), PyTorch FlexAttention on a packed
-layout with a per-sequence block mask, or PyTorch SDPA on a re-padded layout with an additive bias.
-All three compute the same function; a checkpoint from one runs with any other.
+Attention backends: flash-attn's varlen kernel (optional package); PyTorch SDPA on q, k, v re-padded to
+``[B, heads, S, head_dim]`` with one additive ALiBi + key-padding bias built per forward (the default
+without flash-attn); or PyTorch FlexAttention on the packed tokens with a per-sequence block mask. All
+three compute the same function; a checkpoint from one runs with any other.
 
 Layout of this file, top to bottom: ALiBi slopes, (un)padding, attention backends, layers, the
 ``PreTrainedModel`` classes. It imports only torch and transformers (flash_attn if present) so that it
@@ -76,17 +77,66 @@ def alibi_slopes(num_heads: int) -> list[float]:
 # ----------------------------------------------------------------------------------------------
 # Unpadding
 # ----------------------------------------------------------------------------------------------
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` along the first dimension."""
+    return torch.index_select(x, 0, index)
+
+
+def _spread_rows(x: torch.Tensor, token_of: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``[T, ...]`` -> ``[B*S, ...]``: row p is ``x[token_of[p]]`` where ``keep[p]``, zeros elsewhere.
+
+    A gather and a select, which Inductor fuses into one kernel that writes every output row once: no
+    zero-filled buffer written first and then scattered into.
+    """
+    if x.shape[0] == 0:  # a batch of padding only: nothing to gather from
+        return x.new_zeros(keep.shape[0], *x.shape[1:])
+    rows = _gather_rows(x, token_of)
+    return torch.where(keep.view(-1, *[1] * (x.dim() - 1)), rows, 0)
+
+
+class _Unpad(torch.autograd.Function):
+    """``[B*S, ...]`` -> ``[T, ...]``, whose backward spreads the gradient back with a gather. Autograd's
+    own backward of ``index_select`` is an ``index_add``: a zero fill, then a scatter of atomic adds."""
+
+    @staticmethod
+    def forward(ctx, x, indices, token_of, keep):
+        ctx.save_for_backward(token_of, keep)
+        return _gather_rows(x, indices)
+
+    @staticmethod
+    def backward(ctx, grad):
+        token_of, keep = ctx.saved_tensors
+        return _spread_rows(grad, token_of, keep), None, None, None
+
+
+class _Pad(torch.autograd.Function):
+    """``[T, ...]`` -> ``[B*S, ...]`` with zeros at padding; backward gathers the real rows' gradient."""
+
+    @staticmethod
+    def forward(ctx, x, indices, token_of, keep):
+        ctx.save_for_backward(indices)
+        return _spread_rows(x, token_of, keep)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        return _gather_rows(grad, indices), None, None, None
+
+
 @dataclass
 class Unpadded:
     """Where the real tokens of a right- (or left-) padded ``[B, S]`` batch live.
 
     indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending); None when
         every position is real (then (un)padding is a reshape).
+    token_of: ``[B*S]`` for each position, the index of its token in ``[T]`` (0 at padding); None with
+        ``indices``.
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
     num_tokens: T.
     """
 
     indices: Optional[torch.Tensor]
+    token_of: Optional[torch.Tensor]
     cu_seqlens: torch.Tensor
     seqlens: torch.Tensor
     mask: torch.Tensor  # [B, S] bool
@@ -112,39 +162,47 @@ class Unpadded:
             indices = None
         else:
             indices = torch.nonzero_static(flat, size=num_tokens).flatten()
-        return cls(indices, cu_seqlens, seqlens, attention_mask.bool(), B, S, num_tokens)
+        token_of = None
+        if indices is not None:
+            token_of = (torch.cumsum(flat != 0, dim=0) - 1).clamp_(min=0)
+        return cls(indices, token_of, cu_seqlens, seqlens, attention_mask.bool(), B, S, num_tokens)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, S, ...]`` -> ``[T, ...]``."""
         if self.indices is None:
             return x.flatten(0, 1)
-        return torch.index_select(x.flatten(0, 1), 0, self.indices)
+        return _Unpad.apply(x.flatten(0, 1), self.indices, self.token_of, self.mask.flatten())
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, ...]`` -> ``[B, S, ...]`` with zeros at padding."""
         if self.indices is None:
             return x.view(self.batch, self.seqlen, *x.shape[1:])
-        out = x.new_zeros(self.batch * self.seqlen, *x.shape[1:])
-        return out.index_copy(0, self.indices, x).view(self.batch, self.seqlen, *x.shape[1:])
+        out = _Pad.apply(x, self.indices, self.token_of, self.mask.flatten())
+        return out.view(self.batch, self.seqlen, *x.shape[1:])
 
 
 # ----------------------------------------------------------------------------------------------
 # Attention backends
 # ----------------------------------------------------------------------------------------------
 def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Map ``auto`` to the fastest backend available here; check an explicit request can run."""
+    """Map ``auto`` to the fastest backend available here; check an explicit request can run.
+
+    ``auto``: flash-attn's varlen kernel when flash-attn provides it (CUDA, fp16/bf16), else SDPA. SDPA
+    beat FlexAttention at full and at padded rows on an H200 (torch 2.11, BERT-base, sequence 128, batch
+    256, compiled: 550,578 against 547,220 real tokens/s at full rows, 466,781 against 423,994 at rows of
+    32-128 tokens; attention alone, dense layout: 0.55 against 0.88 ms and 0.52 against 1.38 ms per layer).
+    """
     half = dtype in (torch.float16, torch.bfloat16)
     if requested == "auto":
         if device.type == "cuda" and flash_attn_varlen_qkvpacked_func is not None and half:
             return "flash_attn"
-        if device.type == "cuda" and flex_attention is not None:
-            return "flex"
         return "sdpa"
     if requested == "flash_attn":
         if flash_attn_varlen_qkvpacked_func is None or device.type != "cuda" or not half:
             raise RuntimeError(
-                "attention_backend='flash_attn' needs the flash_attn package, a CUDA device and "
-                "fp16/bf16 activations (autocast). Install flash-attn, or set attention_backend to "
+                "attention_backend='flash_attn' needs flash-attn's flash_attn_varlen_qkvpacked_func "
+                "(flash-attn 2; flash-attn 4's flash_attn.cute does not provide it), a CUDA device and "
+                "fp16/bf16 activations (autocast). Install flash-attn 2, or set attention_backend to "
                 "'auto', 'flex' or 'sdpa'."
             )
     if requested == "flex" and flex_attention is None:
@@ -168,13 +226,21 @@ class AttentionInputs:
 
 
 def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys."""
+    """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys.
+
+    Built once per forward and read by every layer. It is written out in full even without padding: on
+    an H200, SDPA's kernels ran slower on one ``[heads, S, S]`` bias expanded over the batch (stride 0)
+    than on the full tensor (benchmarks/microbench.py --only sdpa). Rows are allocated S rounded up to a
+    multiple of 8 wide and then cut to S: SDPA needs the row stride aligned to 8 elements and would
+    otherwise copy the bias into an aligned one in every layer.
+    """
     S = unpadded.seqlen
-    pos = torch.arange(S, device=slopes.device)
-    distance = (pos[None, :] - pos[:, None]).abs()
-    bias = -slopes[:, None, None] * distance[None]  # [heads, S, S] float32
-    bias = bias[None].expand(unpadded.batch, -1, -1, -1).to(dtype)
-    return bias.masked_fill(~unpadded.mask[:, None, None, :], torch.finfo(dtype).min)
+    width = -(-S // 8) * 8
+    pos = torch.arange(width, device=slopes.device)
+    distance = (pos[None, :] - pos[:S, None]).abs()  # [S, width]
+    alibi = (-slopes[:, None, None] * distance[None]).to(dtype)  # [heads, S, width]
+    padded_key = F.pad(~unpadded.mask, (0, width - S), value=True)  # [B, width]
+    return alibi.masked_fill(padded_key[:, None, None, :], torch.finfo(dtype).min)[..., :S]
 
 
 def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_BLOCK_SIZE) -> "BlockMask":
@@ -268,11 +334,17 @@ def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> t
         out = _flex_attention_fn(qkv.device)(q, k, v, score_mod=alibi_score_mod(inputs.slopes),
                                              block_mask=inputs.block_mask)
         return out[0].transpose(0, 1)
-    # sdpa: restore padding, attend with an additive bias, drop padding again.
+    # sdpa: restore padding, attend with an additive bias, drop padding again. q, k and v are copied out
+    # of the padded [B, S, 3, heads, head_dim] tensor into one [3, B, S, heads, head_dim] tensor, so
+    # that each is contiguous in SDPA's native [B, S, heads, head_dim] layout: on an H200 that ran faster
+    # than SDPA on strided views of the interleaved tensor, at full and at padded rows
+    # (benchmarks/microbench.py --only sdpa). Query rows at padding see the real keys of their row (a row
+    # of padding only sees uniform weights over zero values): finite outputs, dropped by unpad, whose
+    # zero gradient adds nothing to q, k or v.
     u = inputs.unpadded
-    padded = u.pad(qkv)  # [B, S, 3, heads, head_dim]
-    q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+    q, k, v = u.pad(qkv).permute(2, 0, 1, 3, 4).contiguous().transpose(2, 3).unbind(0)  # each [B, heads, S, d]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.sdpa_bias, dropout_p=dropout_p)
+    # The efficient and flash kernels write out as [B, S, heads, head_dim]: the transpose is a view.
     return u.unpad(out.transpose(1, 2))
 
 

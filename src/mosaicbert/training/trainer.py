@@ -13,10 +13,12 @@ from .. import registry
 from ..checkpoints import check_checkpoint_file
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
+from ..object_store import pretraining_store_kwargs
 from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
 from .checkpointing import prepare_autoresume, use_atomic_checkpoint_writes
+from .multinode import join_ranks, node_specific_signal_files
 from .time_budget import eval_interval_for
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,8 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     device = resolve_device(cfg)
     per_device, microbatch = device_batch_sizes(cfg, device)
     check_checkpointing(cfg)
+    store_kwargs = pretraining_store_kwargs(cfg)  # s3:// URIs checked, autoresume's checkpoint found
+    join_ranks(device, cfg.dist_timeout)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
@@ -132,9 +136,11 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    kwargs.update(store_kwargs)
     use_atomic_checkpoint_writes()
     if cfg.autoresume and "://" not in cfg.save_folder and dist.get_global_rank() == 0:
         prepare_autoresume(cfg.save_folder, cfg.run_name)  # the newest complete checkpoint is latest-rank0.pt
+    node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
         optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
