@@ -44,7 +44,7 @@ from tqdm import tqdm
 from mosaicbert.analysis import time_to_quality as ttq
 from mosaicbert.analysis.plots import plot_time_to_quality
 from mosaicbert.data.convert import convert_text
-from mosaicbert.data.text_dataset import check_local_mds
+from mosaicbert.data.text_dataset import check_mds_folder
 from mosaicbert.errors import RecipeError, report_errors
 from mosaicbert.tokenizer import load_tokenizer
 from mosaicbert.training.cli import log_tail, visible_gpu_ids
@@ -129,7 +129,7 @@ def is_done(args, name: str, stage: str) -> bool:
 def prepare_data(args) -> str:
     if args.mds is not None:
         for split in ("train", "val"):
-            check_local_mds(args.mds, split)
+            check_mds_folder(args.mds, split, remote=None)
         return args.mds
     if not args.train or not args.val:
         raise RecipeError("Give the corpus as --train FILES --val FILES (text to convert), or --mds FOLDER.")
@@ -137,7 +137,7 @@ def prepare_data(args) -> str:
     if os.path.exists(mds):  # a rerun: the conversion's output, checked as the recipe's loaders will
         try:
             for split in ("train", "val"):
-                check_local_mds(mds, split)
+                check_mds_folder(mds, split, remote=None)
         except RecipeError as err:  # this script wrote the folder: an earlier conversion was cut short
             raise RecipeError(f"{mds} looks like an incomplete conversion from an earlier run ({err}). Delete "
                               "it and run again, or give converted data with --mds.") from None

@@ -58,6 +58,40 @@ def test_overrides_and_interpolation():
     (["train_loader.mlm_probability=1.5"], "mlm_probability=1.5 is outside (0, 1)"),
     (["optimizer.lr=0.0"], "the learning rate must be positive"),
     (["eval_loader.pad_to=shortest"], "is not a padding mode"),
+    # Composer times: named by key, with the accepted forms (Composer itself said only "Invalid time string").
+    (["max_duration=banana"], "max_duration='banana' is not a time. Use one of: 10ba (batches), 2ep (epochs), "
+                              "1000sp (samples)"),
+    (["eval_interval=banana"], "eval_interval='banana' is not a time. Use one of: 10ba (batches), 2ep (epochs), "
+                               "1000sp (samples), 100000tok (tokens), 0.5dur"),
+    (["save_interval=xyz"], "save_interval='xyz' is not a time"),
+    (["console_log_interval=10sp"], "console_log_interval='10sp': the unit 'sp' is not accepted here"),
+    (["max_duration=0.5dur"], "max_duration='0.5dur': the unit 'dur' is not accepted here"),
+    (["max_duration=1.5ba"], "max_duration='1.5ba': batches, epochs, samples and tokens are whole numbers"),
+    (["max_duration=0ba"], "max_duration='0ba' must be more than zero"),
+    (["eval_interval=-100ba"], "eval_interval='-100ba' must be zero or more"),
+    (["scheduler.t_warmup=abc"], "scheduler.t_warmup='abc' is not a time"),
+    (["scheduler.t_max=2dur"], "scheduler.t_max='2dur': a dur value is a fraction of max_duration"),
+    (["scheduler.t_warmup=100ba"], "scheduler.t_warmup='100ba' counts batches but scheduler.t_max='1dur' "
+                                   "(with max_duration='286720000sp') counts samples"),
+    # Numbers Composer or torch would take and fail on later (or silently misuse).
+    (["global_train_batch_size=-3"], "global_train_batch_size=-3 must be a positive integer."),
+    (["device_train_microbatch_size=0"], "device_train_microbatch_size=0 must be a positive integer."),
+    (["device_eval_batch_size=0"], "device_eval_batch_size=0 must be a positive integer."),
+    (["eval_subset_num_batches=0"], "eval_subset_num_batches=0 must be -1 or a positive integer."),
+    (["save_num_checkpoints_to_keep=-5"], "must be -1 or a non-negative integer."),
+    (["seed=-1"], "seed=-1 must be between 0 and 4294967295."),
+    (["dist_timeout=0"], "dist_timeout=0 must be at least 1.0."),
+    (["python_log_level=loud"], "python_log_level='loud' is not a log level"),
+    # Dataloader values torch or streaming would reject once training starts, and files that cannot be made.
+    (["train_loader.prefetch_factor=0"], "train_loader.prefetch_factor=0 must be a positive integer."),
+    (["eval_loader.timeout=-1"], "eval_loader.timeout=-1 must be a non-negative integer."),
+    (["train_loader.shuffle_algo=banana"], "train_loader.shuffle_algo='banana' is not a streaming shuffle. Use one "
+                                           "of naive, py1br, py1e, py1s, py2s"),
+    (["train_loader.sampling_method=bad"], "train_loader.sampling_method='bad' is not one of balanced, fixed."),
+    (["train_loader.cache_limit=lots"], "train_loader.cache_limit='lots' is not a size."),
+    (["train_loader.num_canonical_nodes=0"], "train_loader.num_canonical_nodes=0 must be a positive integer."),
+    ([f"loggers.jsonl.path={REPO}/README.md/metrics.jsonl"],
+     f"loggers.jsonl.path='{REPO}/README.md/metrics.jsonl' cannot be made: '{REPO}/README.md' is a file"),
 ])
 def test_mistakes_are_named(overrides, message):
     with pytest.raises(RecipeError) as err:
@@ -88,3 +122,49 @@ def test_pad_vocab_multiple_sets_the_padded_vocabulary(tokenizer):
 
     assert make_config("mosaic_bert", tokenizer, 128).vocab_size == 30528  # 30522 up to a multiple of 64
     assert make_config("mosaic_bert", tokenizer, 128, {"pad_vocab_multiple": 128}).vocab_size == 30592
+
+
+@pytest.mark.parametrize("text, where", [
+    ("tokenizer_name: bert-base-uncased\nmax_seq_len: [128, 256\nmodel: {name: mosaic_bert}\n", "line 3, column 6"),
+    ("model:\n  name: mosaic_bert\n config: {}\n", "line 3, column 2"),
+    ("model:\n\tname: mosaic_bert\n", "line 2, column 1"),
+])
+def test_yaml_syntax_errors_name_the_file_line_and_column(tmp_path, text, where):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert f"Recipe {str(path)!r} is not valid YAML: {where}" in message
+    assert "\n" not in message  # one paragraph, not PyYAML's multi-line report
+
+
+def test_an_override_that_is_not_yaml_is_named():
+    with pytest.raises(RecipeError, match=r"Override 'callbacks=\{speed_monitor: \{\}' is not valid YAML after the "
+                                          r"'='"):
+        load_config(BASE, ["callbacks={speed_monitor: {}"])
+
+
+@pytest.mark.parametrize("text", ["10ba", "2ep", "1000sp", "100tok", "0.5dur", "1e3sp", "5 ba", "10BA", "0ba", "-3ba",
+                                  "banana", "1.5ba", "ba", "3e", "2ep ", "1h0m0s", "7iter", "nandur", "infba", 4, 0])
+def test_time_strings_parse_as_composer_parses_them(text):
+    """The recipe check reads time strings without Composer: it must accept exactly what Composer accepts."""
+    from composer.core import Time, TimeUnit
+
+    from mosaicbert.validation import parse_time
+
+    try:
+        expected = Time.from_input(text, TimeUnit.EPOCH)
+        expected = (expected.value, expected.unit.value)
+    except (ValueError, TypeError, OverflowError):
+        expected = None
+    try:
+        got = parse_time(text)
+    except ValueError:
+        got = None
+    if expected is not None and expected[1] == "sec":
+        assert got is None  # Composer's wall-clock form (1h0m0s) is no recipe unit
+    elif expected is not None and expected[0] != expected[0]:  # nan: Composer takes it, the recipe does not
+        assert got is None
+    else:
+        assert got == expected

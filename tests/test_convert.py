@@ -169,6 +169,55 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / "out" / "train").exists()
 
 
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("noise.txt", random_bytes(300_000), "is not UTF-8 text"),
+    ("noise.jsonl", random_bytes(20_000), "is not UTF-8 text"),
+    ("utf16.txt", "Plain English prose, saved as UTF-16.\n".encode("utf-16") * 50, "is not UTF-8 text"),
+    ("packed.txt.gz", gzip.compress(random_bytes(5_000), mtime=0), "is not UTF-8 text"),
+    ("notgzip.jsonl.gz", b"this is not gzip data at all\n" * 10, "cannot be read (BadGzipFile"),
+    ("cut.jsonl.gz", gzip.compress("".join(json.dumps({"text": sentence(i)}) + "\n" for i in range(20_000)).encode(),
+                                   mtime=0)[:40_000], "cannot be read to its end (EOFError"),
+], ids=["random bytes .txt", "random bytes .jsonl", "UTF-16", "gzip of random bytes", "not gzip", "cut-off gzip"])
+def test_files_that_are_not_text_are_refused_and_nothing_is_left(tmp_path, name, content, problem):
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RecipeError) as err:
+        convert_text([tmp_path / name], out, progress=False)
+    assert f"Input file {str(tmp_path / name)!r} {problem}" in str(err.value)
+    assert not (tmp_path / "new").exists(), "a refused conversion leaves no folder behind"
+
+
+def test_a_bad_line_late_in_a_file_leaves_no_output_folder(tmp_path):
+    lines = [json.dumps({"text": sentence(i)}) for i in range(3000)] + ["{not json"]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match=r"docs\.jsonl:3001 is not a JSON object"):
+        convert_text([tmp_path / "docs.jsonl"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(RecipeError):
+        convert_text([tmp_path / "docs.jsonl"], tmp_path / "kept", progress=False)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def test_latin1_prose_is_still_text(tmp_path):
+    """The text check must not refuse real prose in another single-byte encoding (accents undecodable)."""
+    (tmp_path / "fr.txt").write_bytes(("Les élèves étudient à l'école, où ça commence tôt. " * 200).encode("latin-1"))
+    counts = convert_text([tmp_path / "fr.txt"], tmp_path / "out", val_fraction=0.0, progress=False)
+    assert counts["train"] == 1
+
+
+def test_convert_text_cli_on_random_bytes_exits_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "noise.txt").write_bytes(random_bytes(300_000))
+    argv = ["--inputs", str(tmp_path / "noise.txt"), "--out_root", str(tmp_path / "out"), "--quiet"]
+    assert load_script("convert_text").main(argv) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_pretokenized_output(tmp_path, tokenizer):
     docs = [sentence(i) for i in range(20)]
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))

@@ -465,6 +465,14 @@ def test_cli(trained, tmp_path, capsys):
     assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
     assert script.main([trained["hf_bert"], out, "--overwrite"]) == 0
     assert json.load(open(os.path.join(out, "config.json")))["model_type"] == "bert"
+    # An out_dir under a regular file: exit 2 with the reason (was a FileExistsError traceback), nothing made.
+    (tmp_path / "a-file").write_text("x")
+    under_a_file = str(tmp_path / "a-file" / "exports" / "demo")
+    assert script.main([trained["mosaic_bert"], under_a_file]) == 2
+    err = capsys.readouterr().err
+    assert f"Output folder {under_a_file!r} cannot be made: {str(tmp_path / 'a-file')!r} is a file" in err
+    assert "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "out"]
 
 
 def padded_weights(multiple: int):

@@ -324,6 +324,18 @@ CUSTOM = {"name": "mine", "data_dir": "/tmp/x", "text_columns": ["s"], "label_co
     ({"tasks": {"rte": {"alpha_f": 0.5}}, "scheduler": {"name": "constant_with_warmup", "t_warmup": "0ba"}},
      r"Task 'rte'.*scheduler\.'alpha_f'"),
     ({"taks": {"rte": {}}}, "Did you mean 'tasks'"),
+    # Per-task times and sizes, named by their key (Composer would stop at the job's first batch).
+    ({"tasks": {"rte": {"max_duration": "banana"}}}, r"tasks\.rte\.max_duration='banana' is not a time\. Use one "
+                                                     r"of: 10ba \(batches\)"),
+    ({"tasks": {"rte": {"eval_interval": "-1ep"}}}, r"tasks\.rte\.eval_interval='-1ep' must be zero or more"),
+    ({"tasks": {"rte": {"eval_interval": 0}}}, None),  # 0: only the final model is evaluated
+    ({"tasks": {"rte": {"warmup": "-1ba"}}}, r"tasks\.rte\.warmup='-1ba' must be zero or more"),
+    ({"tasks": {"rte": {"warmup": "10sp"}}}, r"Task 'rte'.*t_warmup='10sp' counts samples but scheduler\.t_max='1dur' "
+                                             r"\(with max_duration='3ep'\) counts batches"),
+    ({"tasks": {"rte": {"batch_size": 0}}}, r"tasks\.rte\.batch_size=0 must be a positive integer"),
+    ({"custom_tasks": [dict(CUSTOM, max_duration="2 epochs")]}, r"custom_tasks\[0\] \(mine\)\.max_duration='2 epochs' "
+                                                               "is not a time"),
+    ({"tasks": {"rte": {}}, "save_interval": "xyz"}, r"save_interval='xyz' is not a time"),
 ])
 def test_recipe_validation(tmp_path, keys, message):
     def check():

@@ -188,3 +188,95 @@ def test_empty_split_error(tokenizer, tmp_path):
     with pytest.raises(RecipeError, match="is empty"):
         build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=1, local=str(tmp_path / "mds"),
                               split="val")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shards that do not match their index.json: named before training, never a hang
+# ----------------------------------------------------------------------------------------------------
+def shard_paths(split_folder):
+    """(compressed shard, its decompressed copy) of a one-shard split."""
+    index = json.loads((split_folder / "index.json").read_text())["shards"][0]
+    return split_folder / index["zip_data"]["basename"], split_folder / index["raw_data"]["basename"]
+
+
+def cut(path, keep: float = 0.5) -> int:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return len(data)
+
+
+def decompressed(tokenizer, folder, split="train"):
+    """Read a split once, so streaming leaves the decompressed copy of each shard beside it."""
+    list(StreamingTextDataset(tokenizer, SEQ, local=str(folder), split=split, batch_size=4))
+    gc.collect()
+
+
+def loader(tokenizer, local, split="train", **kwargs):
+    return build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4, local=str(local),
+                                 split=split, num_workers=0, **kwargs)
+
+
+def test_a_truncated_shard_is_named_before_training(tokenizer, text_mds):
+    packed, raw = shard_paths(text_mds / "train")
+    raw.unlink(missing_ok=True)
+    size = cut(packed)
+    with pytest.raises(RecipeError) as err:
+        loader(tokenizer, text_mds)
+    message = str(err.value)
+    assert f"{packed} is {size // 2:,} bytes but index.json records {size:,}: the file was cut off" in message
+    assert "--overwrite (scripts/convert_text.py" in message
+
+
+def test_a_truncated_shard_beside_its_decompressed_copy_is_noticed(tokenizer, text_mds):
+    decompressed(tokenizer, text_mds)
+    packed, raw = shard_paths(text_mds / "train")
+    assert raw.is_file()  # streaming would read this copy and never look at the damaged file
+    cut(packed)
+    with pytest.raises(RecipeError, match=f"{packed} is .* bytes but index.json records"):
+        loader(tokenizer, text_mds)
+
+
+def test_a_cut_off_decompressed_copy_is_named_with_its_fix(tokenizer, text_mds):
+    decompressed(tokenizer, text_mds)
+    packed, raw = shard_paths(text_mds / "train")
+    cut(raw)  # e.g. a full disk while streaming decompressed it
+    with pytest.raises(RecipeError) as err:
+        loader(tokenizer, text_mds)
+    assert f"Fix: delete {raw} (streaming's decompressed copy of {packed.name}" in str(err.value)
+    raw.unlink()
+    assert len(list(loader(tokenizer, text_mds).dataloader)) > 0  # decompressed again from the intact file
+
+
+def test_a_missing_shard_and_an_unreadable_index_are_named(tokenizer, text_mds):
+    packed, raw = shard_paths(text_mds / "train")
+    packed.unlink()
+    raw.unlink(missing_ok=True)
+    with pytest.raises(RecipeError, match=f"lacks shard {raw.name} / {packed.name}, which its index.json lists"):
+        loader(tokenizer, text_mds)
+    (text_mds / "val" / "index.json").write_text('{"shards": [')
+    with pytest.raises(RecipeError, match=r"The MDS index .*val/index.json' cannot be read \(JSONDecodeError"):
+        loader(tokenizer, text_mds, split="val")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_remote_shard_ends_the_epoch_with_a_clear_error(tokenizer, text_mds, tmp_path, workers):
+    """Shards of a remote dataset are downloaded and decompressed in streaming's threads during training;
+    a damaged one is a RecipeError naming it (streaming itself stopped with "Background thread failed",
+    and processes waiting for the shard could wait forever)."""
+    packed, raw = shard_paths(text_mds / "train")
+    raw.unlink(missing_ok=True)
+    cut(packed)
+    cache = tmp_path / "cache"
+    spec = build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=4, local=str(cache),
+                                 remote=str(text_mds), split="train", num_workers=workers)
+    with pytest.raises(RecipeError) as err:
+        list(spec.dataloader)
+    message = str(err.value)
+    assert message.startswith(f"Shard {cache / 'train' / packed.name} could not be prepared (")
+    assert f"so that it is downloaded from {text_mds} again" in message
+    assert "Traceback" not in message  # a worker's error arrives as the worker's own message
+    del spec
+    gc.collect()
+    # The next start names the cached copy before training.
+    with pytest.raises(RecipeError, match=f"{cache / 'train' / packed.name} is .* bytes but index.json records"):
+        loader(tokenizer, cache, remote=str(text_mds))

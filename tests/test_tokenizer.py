@@ -36,3 +36,12 @@ def test_folder_without_tokenizer_files_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RecipeError, match="could not be loaded"):
         load_tokenizer(str(tmp_path))
+
+
+def test_a_folder_with_a_vocabulary_that_is_not_one_is_a_clear_error(tmp_path):
+    """It loads, but every sentence fails to encode (no [UNK] token): caught when loading, not mid-run."""
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "vocab.txt").write_text("hi\n")
+    with pytest.raises(RecipeError, match=r"Tokenizer folder .* could not be loaded \(Exception: WordPiece error: "
+                                          r"Missing \[UNK\] token"):
+        load_tokenizer(str(tmp_path))

@@ -1,8 +1,10 @@
 """End to end on CPU: a tiny pretraining run, its checkpoint, and an exact resume."""
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -121,6 +123,12 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     (["precision=amp_bf16"], "needs a GPU"),
     (["fsdp_config={sharding_strategy: FULL_SHARD}"], "FSDP runs only on CUDA GPUs"),
     (["compile_config.optimize_ddp=flase"], "optimize_ddp='flase' is not valid"),
+    (["max_duration=banana"], "max_duration='banana' is not a time. Use one of: 10ba"),
+    (["eval_interval=banana"], "eval_interval='banana' is not a time"),
+    (["save_interval=xyz"], "save_interval='xyz' is not a time"),
+    (["global_train_batch_size=-3"], "global_train_batch_size=-3 must be a positive integer"),
+    ([f"save_folder={REPO}/README.md/ckpt"], f"save_folder='{REPO}/README.md/ckpt' cannot be made: '{REPO}/README.md' "
+                                             "is a file, not a folder"),
 ])
 def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override
@@ -130,6 +138,34 @@ def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override,
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ckpt").exists(), "a failed start must not write checkpoints"
+
+
+def test_a_yaml_syntax_error_is_one_paragraph_with_line_and_column(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(open(DEMO).read().replace("betas: [0.9, 0.98]", "betas: [0.9, 0.98"))
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), str(broken)], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"Recipe {str(broken)!r} is not valid YAML: line " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["broken.yaml"]
+
+
+def test_a_truncated_shard_stops_main_py_in_seconds_naming_it(tiny_mds, tmp_path):
+    """Was a zstd "Src size is incorrect" traceback from streaming's thread, and with some timings a hang."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_mds, data, ignore=shutil.ignore_patterns("*.mds"))  # no decompressed copies
+    shard = data / "train" / "shard.00000.mds.zstd"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    args = tiny_overrides(str(data), str(tmp_path / "ckpt"))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert time.monotonic() - started < 120
+    assert f"{shard} is 1,000 bytes but index.json records" in result.stderr
+    assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_path):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,6 +48,55 @@ def is_hf_folder(path: str) -> bool:
         os.path.isfile(os.path.join(path, name)) for name in WEIGHT_FILES)
 
 
+# Checkpoint kinds Composer writes besides torch's zip file: tar archives and compressed files (by suffix).
+OTHER_CHECKPOINT_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.lzma", ".zst", ".gz", ".bz2", ".lz4",
+                             ".lzma", ".xz", ".br")
+SHARDED_METADATA = ".metadata"  # a torch.distributed (sharded FSDP) checkpoint is a folder with this file
+
+
+def check_checkpoint_file(path: str, key: Optional[str] = None) -> None:
+    """Raise a RecipeError unless the local ``path`` holds a complete Composer checkpoint, before anything
+    loads it: it exists; a torch zip file has its central directory (a cut-off write or copy loses it) and
+    every member matches its CRC; any other file is a tar or compressed checkpoint by its name, or a
+    legacy pickle. A sharded checkpoint folder needs its ``.metadata``. ``key`` names the setting in
+    messages (e.g. ``load_path``)."""
+    what = f"{key}={path!r}" if key else f"Checkpoint {path!r}"
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, SHARDED_METADATA)):
+            return
+        raise RecipeError(f"{what} is a folder, not a checkpoint file. Give a checkpoint file such as "
+                          "runs/<run>/checkpoints/latest-rank0.pt (or a sharded checkpoint folder with its .metadata).")
+    if not os.path.isfile(path):
+        raise RecipeError(f"{what} does not exist. Give a Composer checkpoint file such as "
+                          "runs/<run>/checkpoints/latest-rank0.pt, or an object-store URI.")
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if size == 0:
+        problem = "is empty (0 bytes): its write or copy never finished"
+    elif zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist()):
+                    raise RecipeError(f"{what} is a zip file but not a PyTorch checkpoint (no data.pkl). Give a "
+                                      "checkpoint written by main.py or glue.py.")
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            damaged = describe(err)
+        if damaged is None:
+            return
+        problem = f"is damaged: {damaged} does not match its checksum"
+    elif head.startswith(b"PK"):
+        problem = (f"is truncated ({size:,} bytes, its end is missing): a checkpoint write or copy was cut off")
+    elif path.endswith(OTHER_CHECKPOINT_SUFFIXES) or head[:1] == b"\x80":  # tar/compressed; legacy torch pickle
+        return
+    else:
+        problem = "is not a PyTorch checkpoint (it holds other data)"
+    raise RecipeError(f"{what} {problem}. Nothing was loaded. Give a complete checkpoint written by main.py "
+                      "(each run's checkpoints are in its save_folder; latest-rank0.pt points at the newest), or copy "
+                      "the file again.")
+
+
 def _local_copy(path: str, tmpdir: str) -> str:
     """A local file for ``path``: itself, or a download of an object-store URI through Composer."""
     if "://" not in path:
@@ -54,6 +104,7 @@ def _local_copy(path: str, tmpdir: str) -> str:
             raise RecipeError(f"Checkpoint {path!r} does not exist. Give a Composer checkpoint file "
                               "(e.g. runs/<run>/checkpoints/latest-rank0.pt), an object-store URI, or an "
                               "exported Hugging Face folder.")
+        check_checkpoint_file(path)
         return path
     destination = os.path.join(tmpdir, os.path.basename(path.rstrip("/")) or "checkpoint.pt")
     get_file(path, destination)

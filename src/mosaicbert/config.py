@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Literal, Optional, Union
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -19,8 +20,17 @@ from . import (
     components,  # noqa: F401  (fills the registry tables that validate() checks against)
     registry,
 )
-from .errors import RecipeError
-from .validation import check_keys, help_text, schema_fields
+from .errors import RecipeError, describe
+from .validation import (
+    INTERVAL_UNITS,
+    LENGTH_UNITS,
+    TIME_UNITS,
+    check_keys,
+    check_values,
+    help_text,
+    parse_time,
+    schema_fields,
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -34,22 +44,27 @@ class TrainerConfig:
         "Free-form values for ${variables.name} interpolation elsewhere in the YAML; not read otherwise."))
     run_name: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "Name of the run (checkpoint and logger names); default: a generated name."))
-    seed: int = dataclasses.field(default=17, metadata=help_text("Seed for weights, dropout and data order."))
+    seed: int = dataclasses.field(default=17, metadata=help_text(
+        "Seed for weights, dropout and data order.", minimum=0, maximum=2**32 - 1))
     precision: Literal["fp32", "amp_bf16", "amp_fp16"] = dataclasses.field(default="amp_bf16", metadata=help_text(
         "Numerics: amp_bf16 on GPUs; fp32 on CPU (Composer allows only fp32 there)."))
     device: Optional[Literal["cpu", "gpu"]] = dataclasses.field(default=None, metadata=help_text(
         "cpu or gpu; default: gpu when CUDA is available."))
     max_duration: Union[str, int] = dataclasses.field(default="1ep", metadata=help_text(
-        "Training length: '286720000sp' (samples), '70000ba' (batches), '1ep', or an int (epochs)."))
+        "Training length: '286720000sp' (samples), '70000ba' (batches), '1ep', or an int (epochs).",
+        time_units=LENGTH_UNITS))
     eval_interval: Union[str, int] = dataclasses.field(default="1ep", metadata=help_text(
-        "How often to evaluate ('2000ba', '1ep'); set eval_loader: null for no evaluation."))
+        "How often to evaluate ('2000ba', '1ep'; 0: not during training); set eval_loader: null for no evaluation.",
+        time_units=INTERVAL_UNITS, zero_time=True))
     eval_subset_num_batches: int = dataclasses.field(default=-1, metadata=help_text(
-        "Evaluate on at most this many batches (-1: the whole eval set)."))
+        "Evaluate on at most this many batches (-1: the whole eval set).", minimum=1, also=(-1,)))
     global_train_batch_size: int = dataclasses.field(default=256, metadata=help_text(
-        "Samples per optimizer step over all GPUs; must divide by world size x microbatch."))
+        "Samples per optimizer step over all GPUs; must divide by world size x microbatch.", minimum=1))
     device_train_microbatch_size: Union[int, Literal["auto"]] = dataclasses.field(default="auto", metadata=help_text(
-        "Samples per forward/backward on one device; 'auto' lets Composer find the largest that fits (GPU)."))
-    device_eval_batch_size: int = dataclasses.field(default=64, metadata=help_text("Eval samples per device."))
+        "Samples per forward/backward on one device; 'auto' lets Composer find the largest that fits (GPU).",
+        minimum=1))
+    device_eval_batch_size: int = dataclasses.field(default=64, metadata=help_text("Eval samples per device.",
+                                                                                   minimum=1))
     optimizer: dict = dataclasses.field(default_factory=lambda: {"name": "decoupled_adamw"}, metadata=help_text(
         "Optimizer: name plus its arguments (see registry)."))
     scheduler: dict = dataclasses.field(default_factory=lambda: {"name": "constant_with_warmup", "t_warmup": "0ba"},
@@ -63,9 +78,9 @@ class TrainerConfig:
     save_folder: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "Where checkpoints go: a local path or an object-store URI (s3://, gs://, oci://...); {run_name} expands."))
     save_interval: Union[str, int] = dataclasses.field(default="1ep", metadata=help_text(
-        "Checkpoint every '1000ba' / '1ep'."))
+        "Checkpoint every '1000ba' / '1ep'.", time_units=INTERVAL_UNITS))
     save_num_checkpoints_to_keep: int = dataclasses.field(default=-1, metadata=help_text(
-        "Local checkpoints to keep (-1: all)."))
+        "Local checkpoints to keep (-1: all).", minimum=0, also=(-1,)))
     save_overwrite: bool = dataclasses.field(default=False, metadata=help_text(
         "Allow overwriting existing checkpoint files (off: an existing file is an error)."))
     load_path: Optional[str] = dataclasses.field(default=None, metadata=help_text(
@@ -81,9 +96,9 @@ class TrainerConfig:
     progress_bar: bool = dataclasses.field(default=True, metadata=help_text("Composer's progress bar."))
     log_to_console: bool = dataclasses.field(default=False, metadata=help_text("Print logged metrics."))
     console_log_interval: Union[str, int] = dataclasses.field(default="100ba", metadata=help_text(
-        "How often log_to_console prints."))
+        "How often log_to_console prints.", time_units=("ba", "ep")))
     dist_timeout: float = dataclasses.field(default=600.0, metadata=help_text(
-        "Seconds to wait for other ranks (multi-node start-up)."))
+        "Seconds to wait for other ranks (multi-node start-up).", minimum=1.0))
     python_log_level: Optional[str] = dataclasses.field(default="info", metadata=help_text(
         "Log level of the composer and mosaicbert loggers."))
 
@@ -107,6 +122,18 @@ class PretrainConfig(TrainerConfig):
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """``line 3, column 2: expected ',' or ']', but got ':' (in the flow sequence opened at line 1,
+    column 4)`` from a PyYAML error, lines and columns counted from 1."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        text += f" ({context}, which starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return text
+
+
 def load_yaml(path: str, overrides: list[str]) -> dict:
     """Read a YAML file, apply ``a.b=c`` overrides, resolve ``${...}`` interpolations."""
     if not os.path.isfile(path):
@@ -116,7 +143,23 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
     if bad:
         raise RecipeError(f"Override {bad[0]!r} is not of the form key=value (e.g. max_duration=100ba).")
     try:
-        merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        recipe = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"Recipe {path!r} is not valid YAML: {yaml_problem(err)}. Fix the file there: "
+                          "often a bracket or quote left open, or an indentation that does not line up "
+                          "with the keys above it.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"Could not read recipe {path!r} ({describe(err)}). Pass a YAML text file from "
+                          "yamls/.") from None
+    for override in overrides:
+        try:
+            OmegaConf.from_dotlist([override])
+        except yaml.YAMLError as err:
+            raise RecipeError(f"Override {override!r} is not valid YAML after the '=': {yaml_problem(err)}. Quote "
+                              "the whole argument for the shell and close every bracket, e.g. "
+                              "'callbacks={speed_monitor: {window_size: 10}}'.") from None
+    try:
+        merged = OmegaConf.merge(recipe, OmegaConf.from_dotlist(list(overrides)))
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
         raise RecipeError(f"Could not read {path!r} with overrides {overrides}: {err}") from None
@@ -138,13 +181,51 @@ def check_compile_config(compile_config: Optional[dict]) -> None:
                           "false.")
 
 
+def _schedule_unit(value, max_duration_unit: str) -> str:
+    """The unit Composer's warm-up schedules count a time in (its ``_convert_time``): a ``dur`` fraction
+    in max_duration's unit, epochs in batches."""
+    unit = parse_time(value)[1]
+    if unit == "dur":
+        unit = max_duration_unit
+    return "ba" if unit == "ep" else unit
+
+
+def check_schedule_units(scheduler: dict, max_duration) -> None:
+    """A warm-up schedule's ``t_warmup`` and ``t_max`` must count the same unit once Composer converts them;
+    otherwise it stops at the first batch. Call after the times themselves were checked."""
+    if "t_warmup" not in scheduler:
+        return
+    max_unit = parse_time(max_duration)[1]
+    t_max = scheduler.get("t_max", "1dur")
+    warmup_unit = _schedule_unit(scheduler["t_warmup"], max_unit)
+    max_unit_counted = _schedule_unit(t_max, max_unit)
+    if warmup_unit != max_unit_counted:
+        raise RecipeError(
+            f"scheduler.t_warmup={scheduler['t_warmup']!r} counts {TIME_UNITS[warmup_unit][1]} but "
+            f"scheduler.t_max={t_max!r} (with max_duration={max_duration!r}) counts "
+            f"{TIME_UNITS[max_unit_counted][1]}; Composer needs "
+            "both in one unit. Give t_warmup as a fraction of the run (e.g. 0.06dur) or in max_duration's unit.")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def check_log_level(level: Optional[str]) -> None:
+    if level is not None and level.lower() not in LOG_LEVELS:
+        raise RecipeError(f"python_log_level={level!r} is not a log level. Use one of {', '.join(LOG_LEVELS)}, "
+                          "or null to leave logging as it is.")
+
+
 def validate(raw: dict, schema: type = PretrainConfig):
     """Check a raw recipe dict against a schema and the registries; return the schema instance."""
     allowed, required = schema_fields(schema)
     check_keys(raw, allowed, required, where="")
+    check_values(raw, schema)
     cfg = schema(**raw)
     registry.validate_sections(cfg)
+    check_schedule_units(cfg.scheduler, cfg.max_duration)
     check_compile_config(cfg.compile_config)
+    check_log_level(cfg.python_log_level)
     return cfg
 
 

@@ -10,10 +10,20 @@ from typing import Callable
 
 
 class RecipeError(Exception):
-    """A user-fixable problem: the message says what is wrong and how to fix it."""
+    """A user-fixable problem: the message says what is wrong and how to fix it.
+
+    A RecipeError raised in a torch DataLoader worker process reaches the main process re-made from the
+    worker's traceback text ("Caught RecipeError in DataLoader worker process 0. Original Traceback ...");
+    the message is cut back to the worker's own, so it still prints as one paragraph."""
+
+    def __init__(self, message: str = ""):
+        if isinstance(message, str) and message.startswith(f"Caught {type(self).__name__} in DataLoader worker"):
+            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
 
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
 
 
 def describe(err: BaseException, width: int = 200) -> str:
@@ -23,10 +33,15 @@ def describe(err: BaseException, width: int = 200) -> str:
 
 def report_errors(action: Callable[[], object]) -> int:
     """Run ``action`` for a command-line entry point: its int result (or 0) is the exit status; a
-    RecipeError is printed as one paragraph, without a traceback, and gives status 2."""
+    RecipeError is printed as one paragraph, without a traceback, and gives status 2; Ctrl-C gives one
+    line and status 130."""
     try:
         result = action()
     except RecipeError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C). Outputs get their final names only when complete, so none was left "
+              "half-written.\n", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return result if isinstance(result, int) else 0

@@ -48,9 +48,10 @@ from transformers.utils import logging as hf_logging
 
 from . import model as model_package
 from .checkpoints import read_weights
-from .errors import RecipeError
+from .errors import RecipeError, describe
 from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, vocab_multiple
 from .tokenizer import load_tokenizer
+from .validation import check_folder_can_be_made
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ MOSAIC_AUTO_MAP = {
 # Output folder handling
 # ----------------------------------------------------------------------------------------------
 def _check_out_dir(out_dir: str, overwrite: bool, source: str) -> None:
-    """Refuse to touch ``out_dir`` unless it is absent, or ``overwrite`` and safe to replace."""
+    """Refuse to touch ``out_dir`` unless it is absent (and can be made), or ``overwrite`` and safe to
+    replace."""
     if not os.path.lexists(out_dir):
+        check_folder_can_be_made(out_dir, f"Output folder {out_dir!r}")
         return
     if not os.path.isdir(out_dir) or os.path.islink(out_dir):
         raise RecipeError(f"Output path {out_dir!r} exists and is not a folder; choose another out_dir.")
@@ -358,8 +361,12 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
         _make_readable(tmp_dir)
         _check_out_dir(out_dir, overwrite, checkpoint)  # again: it may have appeared meanwhile
         _publish(tmp_dir, out_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a folder that became unwritable
+            raise RecipeError(f"Could not write the export next to {out_dir!r} ({describe(err)}); the partial "
+                              "export was removed. Fix the cause (e.g. free disk space) and run the export "
+                              "again.") from None
         raise
     finally:
         _quiet_transformers(progress_bars)

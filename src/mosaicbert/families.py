@@ -135,7 +135,7 @@ def check_config_keys(family_name: str, config: dict, where: str = "model.config
 def check_model_section(family_name: str):
     """Validate ``model.config`` at recipe load: its keys against the family's config class, then its
     values by building that config (cheap: no weights), whose own checks give the messages."""
-    def check(kwargs: dict) -> None:
+    def check(kwargs: dict, where: str = "model") -> None:
         config = kwargs.get("config") or {}
         check_config_keys(family_name, config)
         try:

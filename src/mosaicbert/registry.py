@@ -29,10 +29,11 @@ class Registry:
         self.kind = kind
         self.injected = set(injected)
         self._builders: dict[str, Callable] = {}
-        self._checks: dict[str, Callable[[dict], None]] = {}
+        self._checks: dict[str, Callable[[dict, str], None]] = {}
 
-    def register(self, name: str, builder: Callable, check: Optional[Callable[[dict], None]] = None) -> None:
-        """Add a builder; ``check(kwargs)`` may validate argument values beyond their types."""
+    def register(self, name: str, builder: Callable, check: Optional[Callable[[dict, str], None]] = None) -> None:
+        """Add a builder; ``check(kwargs, where)`` may validate argument values beyond their types (``where``:
+        the section, e.g. ``train_loader``, for messages)."""
         self._builders[name] = builder
         if check is not None:
             self._checks[name] = check
@@ -75,7 +76,7 @@ class Registry:
         allowed, required = self.parameters(name)
         check_keys(kwargs, allowed, required, where=f"{where}.")
         if name in self._checks:
-            self._checks[name](kwargs)
+            self._checks[name](kwargs, where)
 
     def build(self, name: str, kwargs: dict, **injected):
         builder = self.get(name, self.kind)

@@ -61,7 +61,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """
     if os.path.isdir(name):
         try:
-            return AutoTokenizer.from_pretrained(name)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            tokenizer("A sentence to check that the tokenizer works.")  # a vocabulary without [UNK] fails only here
+            return tokenizer
         except Exception as err:  # a folder without tokenizer files, a damaged file, ...
             raise RecipeError(
                 f"Tokenizer folder {name!r} could not be loaded ({describe(err)}). Fix: point the tokenizer "

@@ -1,4 +1,5 @@
-"""Generic recipe checks: a YAML value against a type annotation, a mapping's keys against a schema.
+"""Generic recipe checks: a YAML value against a type annotation, a mapping's keys against a schema, and
+the value rules a schema field declares in its metadata (a numeric range, Composer time units).
 
 Nothing here knows a recipe: the schemas (:mod:`mosaicbert.config`), the builder tables
 (:mod:`mosaicbert.registry`) and the model families (:mod:`mosaicbert.families`) all check with these.
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import re
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from .errors import RecipeError
 
@@ -97,6 +101,126 @@ def schema_fields(schema: type) -> tuple[dict[str, Any], set[str]]:
     return allowed, required
 
 
-def help_text(text: str) -> dict:
-    """A schema field's ``metadata``: the one-line help shown for its key."""
-    return {"help": text}
+def help_text(text: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None, also: tuple = (),
+              time_units: Optional[tuple[str, ...]] = None, zero_time: bool = False) -> dict:
+    """A schema field's ``metadata``: the one-line help shown for its key, and the value rules that
+    :func:`check_values` applies to it.
+
+    Args:
+        minimum, maximum: the range of numbers allowed (``also`` lists extra allowed values such as -1); an
+            int minimum of 0 or 1 is worded "a non-negative / positive integer", so give floats as floats.
+        time_units: the value is a Composer time with one of these units (see ``TIME_UNITS``).
+        zero_time: a time of zero is allowed (a warm-up of ``0ba``); otherwise times must be positive.
+    """
+    metadata: dict[str, Any] = {"help": text}
+    if minimum is not None:
+        metadata["range"] = (minimum, maximum, tuple(also))
+    if time_units is not None:
+        metadata["time_units"] = tuple(time_units)
+        metadata["zero_time"] = zero_time
+    return metadata
+
+
+# ----------------------------------------------------------------------------------------------
+# Values: numeric ranges and Composer time strings
+# ----------------------------------------------------------------------------------------------
+# Composer time units a recipe may use, with an example and what they count.
+TIME_UNITS = {"ba": ("10ba", "batches"), "ep": ("2ep", "epochs"), "sp": ("1000sp", "samples"),
+              "tok": ("100000tok", "tokens"), "dur": ("0.5dur", "a fraction of max_duration")}
+LENGTH_UNITS = ("ba", "ep", "sp", "tok")  # a training length (max_duration)
+INTERVAL_UNITS = LENGTH_UNITS + ("dur",)  # an interval or a schedule point (eval_interval, t_warmup, ...)
+
+
+def accepted_times(units: tuple[str, ...]) -> str:
+    """``10ba (batches), 2ep (epochs), ...`` for error messages."""
+    forms = [f"{TIME_UNITS[u][0]} ({TIME_UNITS[u][1]})" for u in units]
+    if "ep" in units:
+        forms.append("an integer (epochs)")
+    return ", ".join(forms)
+
+
+# Composer's time-string grammar (composer.core.Time.from_timestring): a number, then a unit. Parsed here
+# rather than with Composer so that this module (imported by the model families) stays free of Composer.
+_TIME_STRING = re.compile(r"^(.+)(iter|ep|ba|sp|tok|dur|sec)$", re.IGNORECASE)
+
+
+def parse_time(value: Any) -> tuple[float, str]:
+    """``(number, unit)`` of a Composer time: ``'10ba'`` -> ``(10, 'ba')``, an int -> epochs. ValueError if
+    it is not one; a counted unit (not ``dur``) needs a whole number."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        return value, "ep"
+    match = _TIME_STRING.match(value)
+    if match is None:
+        raise ValueError(f"not a time: {value!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()  # float() raises ValueError itself
+    if not math.isfinite(number):
+        raise ValueError(f"not a time: {value!r}")
+    if unit != "dur" and number != int(number):
+        raise ValueError(f"{unit} counts whole numbers: {value!r}")
+    return (number if unit == "dur" else int(number)), unit
+
+
+def check_time(value: Any, where: str, units: tuple[str, ...] = INTERVAL_UNITS, zero: bool = False) -> None:
+    """``value`` is a Composer time: ``<number><unit>`` with a unit of ``units``, or an int (epochs) when
+    epochs are allowed. Positive (or zero with ``zero``); a ``dur`` fraction at most 1. A RecipeError
+    names ``where`` and the accepted forms otherwise."""
+    accepted = accepted_times(units)
+    try:
+        number, unit = parse_time(value)
+    except (ValueError, OverflowError) as err:
+        whole = "whole numbers" in str(err)
+        problem = ": batches, epochs, samples and tokens are whole numbers" if whole else " is not a time"
+        raise RecipeError(f"{where}={value!r}{problem}. Use one of: {accepted}.") from None
+    if unit not in units:
+        raise RecipeError(f"{where}={value!r}: the unit {unit!r} is not accepted here. Use one of: {accepted}.")
+    if number < 0 or (number == 0 and not zero):
+        raise RecipeError(f"{where}={value!r} must be {'zero or more' if zero else 'more than zero'}. Use one of: "
+                          f"{accepted}.")
+    if unit == "dur" and number > 1:
+        raise RecipeError(f"{where}={value!r}: a dur value is a fraction of max_duration, at most 1.0dur.")
+
+
+def check_range(value: Any, where: str, minimum: float, maximum: Optional[float] = None, also: tuple = ()) -> None:
+    """A number in ``[minimum, maximum]`` (or one of ``also``); other types pass (their type is checked
+    elsewhere, e.g. ``'auto'``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if (value >= minimum and (maximum is None or value <= maximum)) or value in also:
+        return
+    if maximum is not None:
+        wanted = f"between {minimum} and {maximum}"
+    elif minimum in (0, 1) and isinstance(minimum, int):  # an int minimum: an integer key
+        wanted = "a positive integer" if minimum == 1 else "a non-negative integer"
+    else:
+        wanted = f"at least {minimum}"
+    if also:
+        wanted = " or ".join(str(a) for a in also) + f" or {wanted}"
+    raise RecipeError(f"{where}={value!r} must be {wanted}.")
+
+
+def check_folder_can_be_made(folder: str, what: str) -> None:
+    """A local folder a run will create or write into: its nearest existing part must be a writable folder,
+    not a file. ``what`` names it in the message (``"save_folder='runs/x'"``). Placeholders such as
+    ``{run_name}`` may stay in ``folder``: only what exists is looked at."""
+    existing = os.path.abspath(folder)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RecipeError(f"{what} cannot be made: {existing!r} is a file, not a folder. Choose a path in a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"{what} cannot be made: {existing!r} is not writable. Choose a path where you can write.")
+
+
+def check_values(given: dict, schema: type, where: str = "") -> None:
+    """The value rules of a dataclass schema's fields (see :func:`help_text`) for the keys in ``given``."""
+    for f in dataclasses.fields(schema):
+        if f.name not in given or given[f.name] is None:
+            continue
+        value, key = given[f.name], f"{where}{f.name}"
+        if "range" in f.metadata:
+            minimum, maximum, also = f.metadata["range"]
+            check_range(value, key, minimum, maximum, also)
+        if "time_units" in f.metadata:
+            check_time(value, key, f.metadata["time_units"], f.metadata["zero_time"])

@@ -53,8 +53,35 @@ def _has_text_suffix(path: Path) -> bool:
     return path.name.lower().endswith(TEXT_SUFFIXES)
 
 
+# A file is refused as "not text" when the start of it holds a NUL byte, or when more than this share of
+# its first characters are undecodable (U+FFFD) or control characters. Random bytes score about 0.55;
+# Latin-1 prose read as UTF-8 (each accented letter undecodable) stays well below (French: under 0.2).
+_SNIFF_CHARS = 65536
+_MAX_NON_TEXT_SHARE = 0.3
+_CONTROL = {chr(c) for c in range(32)} - set("\t\n\r\f\v")
+
+
+def check_is_text(path: Path) -> None:
+    """Refuse (RecipeError) a file whose beginning is not UTF-8 text: binary data, a compressed file
+    under a text name, or another encoding such as UTF-16."""
+    try:
+        with _open_text(path) as handle:
+            sample = handle.read(_SNIFF_CHARS)
+    except (OSError, EOFError) as err:  # e.g. a .gz that is not gzip, or cut off
+        raise RecipeError(f"Input file {str(path)!r} cannot be read ({describe(err)}). Fix: pass an intact "
+                          f"{', '.join(TEXT_SUFFIXES)} file.") from None
+    non_text = sum(1 for ch in sample if ch == "\ufffd" or ch in _CONTROL)
+    if "\x00" in sample or (sample and non_text / len(sample) > _MAX_NON_TEXT_SHARE):
+        raise RecipeError(
+            f"Input file {str(path)!r} is not UTF-8 text: {non_text:,} of its first {len(sample):,} characters are "
+            "undecodable or control characters. It looks like binary data, a compressed file under a text name, or "
+            "text in another encoding (e.g. UTF-16). Nothing was written. Fix: convert it to UTF-8 text, or leave "
+            "it out of --inputs / --val.")
+
+
 def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and directories (recursively, sorted, hidden entries skipped) into text files."""
+    """Expand files and directories (recursively, sorted, hidden entries skipped) into text files, each
+    checked to start with UTF-8 text (:func:`check_is_text`)."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -74,6 +101,8 @@ def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise RecipeError(f"Input {str(path)!r} does not exist. Fix: pass existing text files or "
                               "directories to --inputs / --val.")
+    for path in files:
+        check_is_text(path)
     return files
 
 
@@ -88,7 +117,16 @@ def read_documents(path: Path, text_field: str = "text", doc_per_line: bool = Fa
 
     ``.txt``: the whole file is one document (or one per line with ``doc_per_line``).
     ``.jsonl``/``.jsonl.gz``: one JSON object per line, the document in ``text_field``.
+    A file that cannot be read to its end (a cut-off ``.gz``) is a RecipeError naming it.
     """
+    try:
+        yield from _read_documents(path, text_field, doc_per_line)
+    except (OSError, EOFError) as err:
+        raise RecipeError(f"Input file {str(path)!r} cannot be read to its end ({describe(err)}): it is cut off or "
+                          "damaged. Nothing was written. Fix: copy or compress it again, or leave it out.") from None
+
+
+def _read_documents(path: Path, text_field: str, doc_per_line: bool) -> Iterator[str]:
     name = path.name.lower()
     with _open_text(path) as handle:
         if name.endswith((".jsonl", ".jsonl.gz")):
@@ -232,6 +270,7 @@ def write_mds_splits(records: Iterable[tuple[str, dict[str, Any]]], out_root: st
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate split names in {names}")
     check_outputs(out_root, names, overwrite)
+    made = [p for p in (out_root, *out_root.parents) if not p.exists()]  # folders this call creates
     out_root.mkdir(parents=True, exist_ok=True)
 
     tmp_dirs = {t.name: out_root / f".{t.name}.tmp" for t in targets}
@@ -261,6 +300,11 @@ def write_mds_splits(records: Iterable[tuple[str, dict[str, Any]]], out_root: st
     except BaseException:
         for tmp in tmp_dirs.values():
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # innermost first: nothing is left behind that was not there before
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     # Complete: move into place (replacing the old split only now, when overwrite was asked for).
     for name, tmp in tmp_dirs.items():

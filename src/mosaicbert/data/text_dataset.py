@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -15,10 +16,14 @@ import numpy as np
 import torch
 from composer.core import DataSpec
 from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming.base.dataset import _ShardState  # streaming 0.13's shard states in shared memory
+from streaming.base.shuffle import algos as SHUFFLE_ALGOS
 from streaming.base.stream import streams_registry
+from streaming.base.util import bytes_to_int
 
 from .. import registry
 from ..errors import RecipeError, describe
+from ..validation import check_range
 from .mlm_collator import MLMCollator, check_masking_args, check_sample_length, row_lengths, split_batch
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,39 @@ class StreamingTextDataset(StreamingDataset):
         self._epoch: int | None = None
         self.fixed_masks = bool(fixed_masks)
 
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Streaming's shard preparation (download, decompression), ending the epoch with a clear error
+        instead of a hang when it fails.
+
+        Streaming 0.13 prepares shards in background threads. When that fails (a cut-off or damaged shard:
+        zstd's "Src size is incorrect"), the shard stays "preparing" in the shared memory of all processes,
+        so another process waiting for it waits forever, and this one stops with "Background thread
+        failed". Here the shard goes back to "remote" (anyone waiting retries and fails in the same way),
+        and the reason is kept: ``__iter__`` raises it as a RecipeError when the epoch's threads stop."""
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except Exception as err:
+            if self._shard_states[shard_id] == _ShardState.PREPARING:
+                self._shard_states[shard_id] = _ShardState.REMOTE
+            message = self._shard_failure(shard_id, err)
+            if threading.current_thread() is threading.main_thread() or not hasattr(self, "_event"):
+                raise RecipeError(message) from None
+            self._prepare_error = message
+            self._event.set()  # streaming's own signal: this epoch's threads and yield loop stop
+
+    def _shard_failure(self, shard_id: int, err: Exception) -> str:
+        stream = self.streams[self.stream_per_shard[shard_id]]
+        raw, packed = self.shards[shard_id].file_pairs[0]
+        name = (packed or raw).basename
+        local = os.path.join(stream.local, stream.split or "", name)
+        if stream.remote:
+            fix = (f"delete {local} if it is there, so that it is downloaded from {stream.remote} again; if the "
+                   f"remote copy is damaged too, {REBUILD_DATA}")
+        else:
+            fix = REBUILD_DATA
+        return (f"Shard {local} could not be prepared ({describe(err)}): it is cut off or damaged (a download, copy "
+                f"or conversion that did not finish). Fix: {fix}.")
+
     def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
         # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
         # about to serve (restored from the checkpoint on resumption). Remember it for __getitem__.
@@ -97,14 +135,18 @@ class StreamingTextDataset(StreamingDataset):
 
     def on_exception(self, future: Future) -> None:
         # Streaming's shard threads report a failure here and then end the epoch quietly: the rank's
-        # iteration just stops. Keep the error so that __iter__ can raise it.
+        # iteration just stops. Keep the error so that __iter__ can raise it. (A failed download or
+        # decompression does not get here: prepare_shard keeps its own message.)
         if future.exception() is not None:
             self._thread_error = future.exception()
         super().on_exception(future)
 
     def __iter__(self) -> Any:
         self._thread_error = None
+        self._prepare_error = None
         yield from super().__iter__()
+        if self._prepare_error is not None:
+            raise RecipeError(self._prepare_error)
         if self._thread_error is not None:
             folder = os.path.join(self.streams[0].local, self.streams[0].split)
             raise RuntimeError(
@@ -172,26 +214,89 @@ def _num_samples_in_batch(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].shape[0])
 
 
-def _index_samples(index_path: str) -> int | None:
-    """Samples listed in an MDS index.json (None if it cannot be read)."""
+REBUILD_DATA = (
+    "rebuild the split with the command that made it and --overwrite (scripts/convert_text.py, "
+    "scripts/convert_c4.py, or scripts/build_demo_corpus.py for data/demo), or copy the folder again")
+
+# The file pairs of a shard in an MDS index.json: the data (and, for jsonl/xsv shards, a metadata file),
+# each raw and optionally compressed.
+_SHARD_FILE_PAIRS = (("raw_data", "zip_data"), ("raw_meta", "zip_meta"))
+
+
+def read_mds_index(index_path: str) -> list[dict]:
+    """The shard entries of an MDS ``index.json``, or a RecipeError saying it cannot be read."""
     try:
         with open(index_path) as handle:
-            return sum(int(shard.get("samples", 0)) for shard in json.load(handle)["shards"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            shards = json.load(handle)["shards"]
+        if not isinstance(shards, list) or not all(isinstance(shard, dict) for shard in shards):
+            raise TypeError("'shards' is not a list of shard entries")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise RecipeError(f"The MDS index {index_path!r} cannot be read ({describe(err)}): it is damaged or not an "
+                          f"index.json written by streaming. Fix: {REBUILD_DATA}.") from None
+    return shards
 
 
-def check_local_mds(local: str, split: str | None) -> None:
-    """Raise a RecipeError unless ``local`` (``/split``) holds an MDS ``index.json``."""
+def shard_file_problems(folder: str, shards: list[dict], remote: str | None) -> list[str]:
+    """Shard files in ``folder`` that do not match ``index.json``: a present file whose size differs from
+    the size the index records (cut off by an interrupted conversion, copy, download or decompression),
+    and, without a ``remote`` to download from, a shard with none of its files."""
+    problems = []
+    for shard in shards:
+        for raw_key, zip_key in _SHARD_FILE_PAIRS:
+            raw, packed = shard.get(raw_key), shard.get(zip_key)
+            if not isinstance(raw, dict):
+                continue
+            present = []
+            for info, kind in ((packed, "compressed"), (raw, "raw")):
+                if not isinstance(info, dict) or "basename" not in info:
+                    continue
+                path = os.path.join(folder, info["basename"])
+                if not os.path.isfile(path):
+                    continue
+                present.append(path)
+                size, expected = os.path.getsize(path), info.get("bytes")
+                if expected is not None and size != expected:
+                    if kind == "raw" and isinstance(packed, dict):
+                        fix = (f"delete {path} (streaming's decompressed copy of {packed.get('basename')}; it is "
+                               f"decompressed again on the next start), or {REBUILD_DATA}")
+                    elif remote is not None:
+                        fix = (f"delete {path} (a cached copy; it is downloaded from {remote} again), or if the "
+                               f"remote copy is damaged too, {REBUILD_DATA}")
+                    else:
+                        fix = REBUILD_DATA
+                    problems.append(f"{path} is {size:,} bytes but index.json records {expected:,}: the file was cut "
+                                    f"off or damaged. Fix: {fix}")
+            if remote is None and not present:
+                names = " / ".join(i["basename"] for i in (raw, packed) if isinstance(i, dict) and "basename" in i)
+                problems.append(f"{folder} lacks shard {names}, which its index.json lists. Fix: {REBUILD_DATA}")
+    return problems
+
+
+def check_mds_folder(local: str, split: str | None, remote: str | None) -> None:
+    """Before training, in seconds: without ``remote``, ``local`` (``/split``) must hold a readable, non-empty
+    MDS index and every shard it lists with the recorded sizes; with ``remote``, the shards already cached
+    locally must have their recorded sizes. Hashes are not recomputed: that reads every byte of the
+    dataset (hundreds of GB for C4) at each start; a size mismatch is what a cut-off conversion, copy,
+    download or decompression leaves. A RecipeError names the first bad file and the fix."""
     folder = os.path.join(local, split) if split else local
     index = os.path.join(folder, "index.json")
-    if os.path.isfile(index):
-        if _index_samples(index) == 0:
-            raise RecipeError(
-                f"The MDS split {folder!r} is empty (its index.json lists no samples), so there is nothing to "
-                "load. Fix: reconvert with more input text, a larger --val_fraction or explicit --val files "
-                f"({HOW_TO_MAKE_DATA}), or point this dataloader at another split.")
-        return
+    if remote is None and not os.path.isfile(index):
+        _raise_missing_data(local, split, index)
+    if not os.path.isfile(index):
+        return  # streaming downloads the index from the remote
+    shards = read_mds_index(index)
+    if remote is None and sum(int(shard.get("samples", 0) or 0) for shard in shards) == 0:
+        raise RecipeError(
+            f"The MDS split {folder!r} is empty (its index.json lists no samples), so there is nothing to "
+            "load. Fix: reconvert with more input text, a larger --val_fraction or explicit --val files "
+            f"({HOW_TO_MAKE_DATA}), or point this dataloader at another split.")
+    problems = shard_file_problems(folder, shards, remote)
+    if problems:
+        more = f" ({len(problems) - 1} more shard file(s) of this split are wrong too.)" if len(problems) > 1 else ""
+        raise RecipeError(f"The MDS split {folder!r} does not match its index.json: {problems[0]}.{more}")
+
+
+def _raise_missing_data(local: str, split: str | None, index: str) -> None:
     where = f"local={local!r}" + (f", split={split!r}" if split else "")
     if not os.path.isdir(local):
         problem = f"the folder {local!r} does not exist"
@@ -208,9 +313,32 @@ def check_local_mds(local: str, split: str | None) -> None:
         "stream it from object storage.")
 
 
-def check_text_loader(kwargs: dict) -> None:
-    """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built)."""
+SAMPLING_METHODS = ("balanced", "fixed")
+
+
+def check_text_loader(kwargs: dict, where: str = "train_loader") -> None:
+    """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built): the
+    values torch's DataLoader and streaming would otherwise reject with a traceback once training starts."""
     check_masking_args(kwargs.get("mlm_probability", 0.15), kwargs.get("pad_to", "max_seq_len"))
+    for key, minimum in (("num_workers", 0), ("prefetch_factor", 1), ("timeout", 0), ("num_canonical_nodes", 1),
+                         ("predownload", 0), ("shuffle_block_size", 1), ("download_timeout", 1)):
+        value = kwargs.get(key)
+        if value is not None:
+            check_range(value, f"{where}.{key}", minimum)
+    algo = kwargs.get("shuffle_algo", "py1e")
+    if algo not in SHUFFLE_ALGOS:
+        raise RecipeError(f"{where}.shuffle_algo={algo!r} is not a streaming shuffle. Use one of "
+                          f"{', '.join(sorted(SHUFFLE_ALGOS))} (py1e is the default).")
+    if kwargs.get("sampling_method", "balanced") not in SAMPLING_METHODS:
+        raise RecipeError(f"{where}.sampling_method={kwargs['sampling_method']!r} is not one of "
+                          f"{', '.join(SAMPLING_METHODS)}.")
+    cache_limit = kwargs.get("cache_limit")
+    if cache_limit is not None:
+        try:
+            bytes_to_int(cache_limit)
+        except (ValueError, TypeError):
+            raise RecipeError(f"{where}.cache_limit={cache_limit!r} is not a size. Use bytes (an integer) or a "
+                              "string such as '50gb' or '500mb'.") from None
 
 
 def build_text_dataloader(
@@ -260,8 +388,7 @@ def build_text_dataloader(
     if num_workers < 0:
         raise RecipeError(f"num_workers={num_workers!r} is negative. Fix: use 0 (load in the main process) "
                           "or a positive number of dataloader worker processes.")
-    if remote is None:
-        check_local_mds(local, split)
+    check_mds_folder(local, split, remote)
 
     try:
         dataset = StreamingTextDataset(

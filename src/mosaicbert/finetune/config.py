@@ -24,9 +24,9 @@ import dataclasses
 from typing import Any, Literal, Optional, Union
 
 from .. import registry
-from ..config import TrainerConfig
+from ..config import TrainerConfig, check_schedule_units
 from ..errors import RecipeError
-from ..validation import check_keys, did_you_mean, help_text, schema_fields
+from ..validation import INTERVAL_UNITS, LENGTH_UNITS, check_keys, check_values, did_you_mean, help_text, schema_fields
 from .tasks import _OPTIONAL_KEYS as TASK_SPEC_OPTIONAL_KEYS
 from .tasks import _REQUIRED_KEYS as TASK_SPEC_REQUIRED_KEYS
 from .tasks import GLUE_TASKS, TaskSpec, get_task
@@ -48,23 +48,24 @@ class TaskHParams:
     betas: Optional[list[float]] = dataclasses.field(default=None, metadata=help_text("optimizer.betas."))
     eps: Optional[float] = dataclasses.field(default=None, metadata=help_text("optimizer.eps."))
     warmup: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
-        "scheduler.t_warmup, e.g. 0.06dur."))
+        "scheduler.t_warmup, e.g. 0.06dur.", time_units=INTERVAL_UNITS, zero_time=True))
     alpha_f: Optional[float] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.alpha_f: final lr as a fraction of the peak."))
     batch_size: Optional[int] = dataclasses.field(default=None, metadata=help_text(
-        "global_train_batch_size for this task."))
+        "global_train_batch_size for this task.", minimum=1))
     microbatch_size: Optional[Union[int, Literal["auto"]]] = dataclasses.field(default=None, metadata=help_text(
-        "device_train_microbatch_size for this task."))
+        "device_train_microbatch_size for this task.", minimum=1))
     eval_batch_size: Optional[int] = dataclasses.field(default=None, metadata=help_text(
-        "device_eval_batch_size for this task."))
+        "device_eval_batch_size for this task.", minimum=1))
     max_duration: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
-        "Training length, e.g. 3ep."))
+        "Training length, e.g. 3ep.", time_units=LENGTH_UNITS))
     eval_interval: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
-        "Evaluation interval during training (the final model is always evaluated)."))
+        "Evaluation interval during training (the final model is always evaluated).", time_units=INTERVAL_UNITS,
+        zero_time=True))
     precision: Optional[Precision] = dataclasses.field(default=None, metadata=help_text(
         "Precision for this task (STS-B: fp32 in the paper's recipe)."))
     max_seq_len: Optional[int] = dataclasses.field(default=None, metadata=help_text(
-        "Tokens per example for this task."))
+        "Tokens per example for this task.", minimum=1))
     model_config: Optional[dict] = dataclasses.field(default=None, metadata=help_text(
         "Model config overrides for this task, on top of the top-level model_config."))
     init_from: Optional[str] = dataclasses.field(default=None, metadata=help_text(
@@ -107,13 +108,16 @@ class FinetuneConfig(TrainerConfig):
         "tasks not run."))
     stsb_metric: Literal["spearman", "mean"] = dataclasses.field(default="spearman", metadata=help_text(
         "STS-B's GLUE score: spearman (the original MosaicBERT code) or mean of Pearson and Spearman."))
-    num_workers: int = dataclasses.field(default=0, metadata=help_text("DataLoader worker processes per job."))
+    num_workers: int = dataclasses.field(default=0, metadata=help_text("DataLoader worker processes per job.",
+                                                                       minimum=0))
 
     # Trainer keys with fine-tuning defaults (the paper's GLUE settings).
     run_name: Optional[str] = dataclasses.field(default="glue", metadata=help_text(
         "Name of the fine-tuning run; jobs are named <run_name>-<task>-seed<seed>."))
-    max_duration: Union[str, int] = dataclasses.field(default="3ep", metadata=help_text("Training length per job."))
-    global_train_batch_size: int = dataclasses.field(default=32, metadata=help_text("Samples per optimizer step."))
+    max_duration: Union[str, int] = dataclasses.field(default="3ep", metadata=help_text(
+        "Training length per job.", time_units=LENGTH_UNITS))
+    global_train_batch_size: int = dataclasses.field(default=32, metadata=help_text(
+        "Samples per optimizer step.", minimum=1))
     optimizer: dict = dataclasses.field(default_factory=lambda: {
         "name": "decoupled_adamw", "lr": 5.0e-5, "betas": [0.9, 0.98], "eps": 1.0e-6, "weight_decay": 5.0e-6},
         metadata=help_text("Optimizer for every task (per-task lr, weight_decay, betas, eps override it)."))
@@ -121,7 +125,7 @@ class FinetuneConfig(TrainerConfig):
         "name": "linear_decay_with_warmup", "t_warmup": "0.06dur", "alpha_f": 0.0},
         metadata=help_text("LR schedule for every task (per-task warmup, alpha_f override it)."))
     save_interval: Union[str, int] = dataclasses.field(default="1dur", metadata=help_text(
-        "Checkpoint interval within a job; 1dur: only the final model."))
+        "Checkpoint interval within a job; 1dur: only the final model.", time_units=INTERVAL_UNITS))
     save_overwrite: bool = dataclasses.field(default=True, metadata=help_text(
         "Replace checkpoints of an earlier run of the same task and seed."))
 
@@ -157,11 +161,8 @@ def _hparams(raw: Any, where: str) -> TaskHParams:
                           f"Allowed keys: {', '.join(sorted(schema_fields(TaskHParams)[0]))}.")
     allowed, required = schema_fields(TaskHParams)
     check_keys(raw, allowed, required, where=f"{where}.")
+    check_values(raw, TaskHParams, where=f"{where}.")
     hparams = TaskHParams(**raw)
-    for key in ("batch_size", "eval_batch_size", "max_seq_len"):
-        value = getattr(hparams, key)
-        if value is not None and value <= 0:
-            raise RecipeError(f"{where}.{key} is {value}; it must be a positive integer.")
     if hparams.seeds is not None:
         check_seeds(hparams.seeds, f"{where}.seeds")
     return hparams
@@ -295,5 +296,9 @@ def check_task_configs(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) -> None:
                 table.validate(name, kwargs, where=section)
             except RecipeError as err:
                 raise RecipeError(f"Task {plan.name!r} (top-level {section} with its per-task keys): {err}") from None
+        try:
+            check_schedule_units(tcfg.scheduler, tcfg.max_duration)
+        except RecipeError as err:
+            raise RecipeError(f"Task {plan.name!r} (per-task warmup and max_duration applied): {err}") from None
         if tcfg.max_seq_len < 8:
             raise RecipeError(f"Task {plan.name!r}: max_seq_len={tcfg.max_seq_len} is too short; use e.g. 128 or 256.")

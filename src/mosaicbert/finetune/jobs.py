@@ -29,6 +29,7 @@ from ..config import to_dict
 from ..data.mlm_collator import split_batch
 from ..errors import RecipeError, describe
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
+from ..training.checkpointing import use_atomic_checkpoint_writes
 from ..training.trainer import (
     build_optimization,
     device_batch_sizes,
@@ -176,6 +177,7 @@ def run_job(ctx: Context, job: Job, init_checkpoint: Optional[str] = None) -> di
     callbacks += [final_eval, RecipeMetadata(ctx.encoder.family, config.to_dict(), ctx.encoder.tokenizer_name, recipe={
         "finetune": to_dict(jcfg), "task": plan.name, "seed": job.seed,
         "pretrained_checkpoint": ctx.cfg.pretrained_checkpoint, "init_checkpoint": init_checkpoint})]
+    use_atomic_checkpoint_writes()
     trainer = Trainer(model=model, train_dataloader=train_loader, eval_dataloader=evaluators, optimizers=optimizer,
                       schedulers=scheduler, algorithms=algorithms, callbacks=callbacks, loggers=loggers,
                       **trainer_kwargs(jcfg, device, microbatch))

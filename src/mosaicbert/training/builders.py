@@ -3,6 +3,7 @@ optimizers, learning-rate schedules, Composer algorithms, callbacks and loggers.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -24,6 +25,7 @@ from composer.optim import (
 
 from .. import registry
 from ..errors import RecipeError
+from ..validation import INTERVAL_UNITS, check_folder_can_be_made, check_time
 from .callbacks import JSONLinesLogger, SampleLog, TrainingSummary
 from .time_budget import TimeBudget, check_time_budget
 
@@ -42,7 +44,7 @@ def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9,
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
 
 
-def check_positive_lr(kwargs: dict) -> None:
+def check_positive_lr(kwargs: dict, where: str = "optimizer") -> None:
     """The decoupled decay divides by the initial learning rate: it must be positive."""
     lr = kwargs.get("lr")  # absent: the builders' positive default
     if lr is not None and not lr > 0:
@@ -60,6 +62,18 @@ def build_adamw(params, lr: float = 1.0e-4, betas: list[float] = (0.9, 0.999), e
                 weight_decay: float = 0.01, fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """torch.optim.AdamW (weight decay multiplied by the current learning rate)."""
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules
+# ----------------------------------------------------------------------------------------------
+def check_schedule_times(kwargs: dict, where: str = "scheduler") -> None:
+    """A schedule's warm-up (may be zero) and length are Composer times (Composer parses them only at the
+    first batch)."""
+    if "t_warmup" in kwargs:
+        check_time(kwargs["t_warmup"], f"{where}.t_warmup", INTERVAL_UNITS, zero=True)
+    if "t_max" in kwargs:
+        check_time(kwargs["t_max"], f"{where}.t_max", INTERVAL_UNITS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,11 +97,17 @@ def build_sample_log(path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
     return SampleLog(path)
 
 
+def check_file_path(kwargs: dict, where: str) -> None:
+    """A ``path`` argument's folder can be made (checked before the run; the file opens at its start)."""
+    if "path" in kwargs:
+        check_folder_can_be_made(os.path.dirname(kwargs["path"]) or ".", f"{where}.path={kwargs['path']!r}")
+
+
 def build_time_budget(train_seconds: float, eval_every_seconds: Optional[float] = None):
     return TimeBudget(train_seconds, eval_every_seconds)
 
 
-def check_time_budget_section(kwargs: dict) -> None:
+def check_time_budget_section(kwargs: dict, where: str = "callbacks.time_budget") -> None:
     check_time_budget(kwargs.get("train_seconds"), kwargs.get("eval_every_seconds"))
 
 
@@ -102,9 +122,9 @@ registry.OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=che
 registry.OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
 registry.OPTIMIZERS.register("adamw", build_adamw)
 
-registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler)
-registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler)
-registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler)
+registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler, check=check_schedule_times)
+registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler, check=check_schedule_times)
+registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler, check=check_schedule_times)
 
 registry.ALGORITHMS.register("gradient_clipping", GradientClipping)
 registry.ALGORITHMS.register("low_precision_layernorm", LowPrecisionLayerNorm)
@@ -115,9 +135,9 @@ registry.CALLBACKS.register("memory_monitor", MemoryMonitor)
 registry.CALLBACKS.register("optimizer_monitor", OptimizerMonitor)
 registry.CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 registry.CALLBACKS.register("training_summary", build_training_summary)
-registry.CALLBACKS.register("sample_log", build_sample_log)
+registry.CALLBACKS.register("sample_log", build_sample_log, check=check_file_path)
 registry.CALLBACKS.register("time_budget", build_time_budget, check=check_time_budget_section)
 
 registry.LOGGERS.register("wandb", build_wandb_logger)
 registry.LOGGERS.register("file", build_file_logger)
-registry.LOGGERS.register("jsonl", build_jsonl_logger)
+registry.LOGGERS.register("jsonl", build_jsonl_logger, check=check_file_path)

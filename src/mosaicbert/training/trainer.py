@@ -10,11 +10,14 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from .. import registry
+from ..checkpoints import check_checkpoint_file
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
 from ..object_store import pretraining_store_kwargs
 from ..tokenizer import load_tokenizer
+from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
+from .checkpointing import prepare_autoresume, use_atomic_checkpoint_writes
 from .multinode import join_ranks, node_specific_signal_files
 from .time_budget import eval_interval_for
 
@@ -62,9 +65,16 @@ def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]
 
 
 def check_checkpointing(cfg: TrainerConfig) -> None:
+    """autoresume's requirements, and a local load_path that is a complete checkpoint (before any folder
+    is made)."""
     if cfg.autoresume and not (cfg.save_folder and cfg.run_name):
         raise RecipeError("autoresume=true needs save_folder and a fixed run_name (it looks for "
                           "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
+    if cfg.load_path and "://" not in cfg.load_path:
+        check_checkpoint_file(cfg.load_path, key="load_path")
+    if cfg.save_folder and "://" not in cfg.save_folder:
+        folder = cfg.save_folder.replace("{run_name}", cfg.run_name) if cfg.run_name else cfg.save_folder
+        check_folder_can_be_made(folder, f"save_folder={cfg.save_folder!r}")
 
 
 def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
@@ -127,6 +137,9 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
     kwargs.update(store_kwargs)
+    use_atomic_checkpoint_writes()
+    if cfg.autoresume and "://" not in cfg.save_folder and dist.get_global_rank() == 0:
+        prepare_autoresume(cfg.save_folder, cfg.run_name)  # the newest complete checkpoint is latest-rank0.pt
     node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,

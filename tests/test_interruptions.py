@@ -1,0 +1,247 @@
+"""Interruptions while a checkpoint is written, and checkpoints that are not what they claim to be.
+
+A checkpoint name only ever holds a complete file (written under a partial name, then renamed), so a run
+stopped at any moment (Ctrl-C, SIGKILL, a full disk) continues with autoresume from its last complete
+checkpoint, bit for bit, with no file for a person to delete. A load_path that is missing, truncated or
+not a checkpoint stops the run before anything is made.
+"""
+
+import errno
+import io
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mosaicbert.config import load_config
+from mosaicbert.errors import RecipeError
+from mosaicbert.training.trainer import build_pretraining_trainer
+
+from test_train import DEMO, REPO, tiny_overrides, weights
+
+REAL_SAVE = torch.save
+
+
+def checkpoint_batch(obj) -> int:
+    return int(obj["state"]["timestamp"]["Timestamp"]["batch"]) if isinstance(obj, dict) and "state" in obj else -1
+
+
+class FailSaveAt:
+    """torch.save that writes half of the checkpoint of batch ``batch`` and then raises ``error`` (Ctrl-C
+    arrives as KeyboardInterrupt; a full disk as OSError ENOSPC)."""
+
+    def __init__(self, batch: int, error: BaseException):
+        self.batch, self.error = batch, error
+
+    def __call__(self, obj, f, *args, **kwargs):
+        if checkpoint_batch(obj) != self.batch:
+            return REAL_SAVE(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        REAL_SAVE(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        raise self.error
+
+
+def autoresume_overrides(data, folder, **extra):
+    # save_overwrite false, as in every recipe but the demo's: Composer then refuses to start next to a
+    # checkpoint file later than the one it resumes from.
+    return tiny_overrides(data, str(folder), run_name="preempted", autoresume="true", save_overwrite="false", **extra)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_mds, tmp_path_factory):
+    """Weights after 6 batches of the run the interrupted runs below continue."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder / "ckpt")))
+    trainer.fit()
+    expected = weights(trainer)
+    trainer.close()
+    return expected, str(folder / "ckpt" / "ep0-ba3-rank0.pt")
+
+
+def resume_and_compare(data, folder, expected) -> None:
+    """Autoresume continues from batch 3 to 6 and ends with the uninterrupted run's weights, exactly."""
+    resumed = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(data, folder)))
+    assert int(resumed.state.timestamp.batch) == 3
+    resumed.fit()
+    assert int(resumed.state.timestamp.batch) == 6
+    got = weights(resumed)
+    resumed.close()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    assert sorted(os.listdir(folder)) == ["ep0-ba3-rank0.pt", "ep0-ba6-rank0.pt", "latest-rank0.pt", "metrics.jsonl"]
+
+
+def assert_only_the_complete_checkpoint(folder) -> None:
+    """What an interrupted second save leaves: the first checkpoint, latest pointing at it, nothing partial."""
+    assert sorted(os.listdir(folder)) == ["ep0-ba3-rank0.pt", "latest-rank0.pt", "metrics.jsonl"]
+    assert os.readlink(os.path.join(folder, "latest-rank0.pt")) == "ep0-ba3-rank0.pt"
+
+
+# Ctrl-C is a KeyboardInterrupt in plain Python; once Composer is imported, its SIGINT/SIGTERM handler turns
+# the signal into SystemExit(128 + signal number) instead.
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(130), SystemExit(143)],
+                         ids=["KeyboardInterrupt", "SIGINT via Composer", "SIGTERM via Composer"])
+def test_ctrl_c_while_a_checkpoint_is_written_then_autoresume_continues_exactly(
+        tiny_mds, tmp_path, monkeypatch, uninterrupted, interrupt):
+    folder = tmp_path / "ckpt"
+    trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder)))
+    monkeypatch.setattr(torch, "save", FailSaveAt(6, interrupt))
+    with pytest.raises(type(interrupt)):
+        trainer.fit()
+    trainer.close()
+    monkeypatch.setattr(torch, "save", REAL_SAVE)
+    assert_only_the_complete_checkpoint(folder)
+    resume_and_compare(tiny_mds, folder, uninterrupted[0])
+
+
+def test_sigkill_while_a_checkpoint_is_written_then_autoresume_continues_exactly(tiny_mds, tmp_path, uninterrupted):
+    folder = tmp_path / "ckpt"
+    worker = os.path.join(REPO, "tests", "checkpoint_worker.py")
+    result = subprocess.run([sys.executable, worker, tiny_mds, str(folder)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == -9, result.stderr[-3000:]  # killed halfway through the batch-6 checkpoint
+    names = sorted(os.listdir(folder))
+    assert "ep0-ba6-rank0.pt" not in names, "a cut-off write must not sit under a checkpoint name"
+    assert [n for n in names if n.startswith(".partial-")], names  # what SIGKILL leaves: a partial file ...
+    resume_and_compare(tiny_mds, folder, uninterrupted[0])  # ... which the next start removes
+
+
+def test_a_full_disk_while_saving_is_one_clear_error_and_autoresume_continues(
+        tiny_mds, tmp_path, monkeypatch, uninterrupted):
+    folder = tmp_path / "ckpt"
+    trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder)))
+    monkeypatch.setattr(torch, "save", FailSaveAt(6, OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(RecipeError) as err:
+        trainer.fit()
+    trainer.close()
+    monkeypatch.setattr(torch, "save", REAL_SAVE)
+    message = str(err.value)
+    assert f"No space left on the disk of {str(folder)!r} while writing checkpoint ep0-ba6-rank0.pt" in message
+    assert f"the last complete checkpoint is {folder / 'ep0-ba3-rank0.pt'}" in message
+    assert "autoresume: true it continues from the last complete checkpoint" in message
+    assert_only_the_complete_checkpoint(folder)
+    resume_and_compare(tiny_mds, folder, uninterrupted[0])
+
+
+def mount_tmpfs(path, size: str) -> bool:
+    os.makedirs(path, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_real_full_disk(tiny_mds, tmp_path):
+    """The same on a small tmpfs that fills up during the second checkpoint (needs root to mount)."""
+    disk = tmp_path / "disk"
+    if not mount_tmpfs(disk, "20m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        folder = disk / "ckpt"
+        trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder)))
+        try:
+            with pytest.raises(RecipeError, match="No space left on the disk of"):
+                trainer.fit()  # the first checkpoint (about 12 MB) fits, the second does not
+        finally:
+            trainer.close()
+        assert_only_the_complete_checkpoint(folder)
+        assert os.path.getsize(folder / "ep0-ba3-rank0.pt") > 10_000_000  # so 20 MB holds only one
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("points_at", ["the previous checkpoint", "nothing"])
+def test_autoresume_continues_from_the_newest_complete_checkpoint(tiny_mds, tmp_path, points_at):
+    """Killed after a checkpoint was renamed into place but before latest-rank0.pt pointed at it (or while
+    Composer re-created that link): the next start still continues from the newest checkpoint."""
+    folder = tmp_path / "ckpt"
+    first = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder)))
+    first.fit()
+    first.close()
+    latest = folder / "latest-rank0.pt"
+    latest.unlink()
+    if points_at == "the previous checkpoint":
+        latest.symlink_to("ep0-ba3-rank0.pt")
+    second = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder, max_duration="9ba")))
+    assert int(second.state.timestamp.batch) == 6
+    second.fit()
+    assert int(second.state.timestamp.batch) == 9
+    second.close()
+
+
+def truncated_copy(source: str, destination) -> str:
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(destination, "wb") as f:
+        f.write(data[: len(data) // 2])
+    return str(destination)
+
+
+def damaged_copy(source: str, destination) -> str:
+    with open(source, "rb") as f:
+        data = bytearray(f.read())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the stored weights
+    with open(destination, "wb") as f:
+        f.write(bytes(data))
+    return str(destination)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("empty", "is empty (0 bytes)"),
+    ("random bytes", "is not a PyTorch checkpoint"),
+    ("truncated", "is truncated"),
+    ("damaged", "is damaged"),
+    ("folder", "is a folder, not a checkpoint file"),
+])
+def test_a_bad_load_path_stops_before_anything_is_made(tiny_mds, tmp_path, uninterrupted, kind, message):
+    path = tmp_path / "given.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(3000))
+    elif kind == "truncated":
+        truncated_copy(uninterrupted[1], path)
+    elif kind == "damaged":
+        damaged_copy(uninterrupted[1], path)
+    elif kind == "folder":
+        path.mkdir()
+    save_folder = tmp_path / "ckpt"
+    cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(save_folder), load_path=str(path)))
+    with pytest.raises(RecipeError) as err:
+        build_pretraining_trainer(cfg)
+    assert f"load_path={str(path)!r} {message}" in str(err.value)
+    assert not save_folder.exists()
+
+
+def test_main_py_with_a_truncated_load_path_exits_2_without_a_traceback(tiny_mds, tmp_path, uninterrupted):
+    path = truncated_copy(uninterrupted[1], tmp_path / "cut.pt")
+    args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), load_path=path)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"load_path={path!r} is truncated" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["cut.pt"]
+
+
+def test_the_complete_checkpoint_of_a_run_passes_the_check(uninterrupted, tmp_path):
+    from mosaicbert.checkpoints import check_checkpoint_file
+
+    check_checkpoint_file(uninterrupted[1], key="load_path")
+    shutil.copy(uninterrupted[1], tmp_path / "copy.pt")
+    check_checkpoint_file(str(tmp_path / "copy.pt"))
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(capsys):
+    from mosaicbert.errors import report_errors
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert report_errors(interrupted) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted (Ctrl-C).") and "Traceback" not in err
