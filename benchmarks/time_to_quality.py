@@ -44,7 +44,7 @@ from tqdm import tqdm
 from mosaicbert.analysis import time_to_quality as ttq
 from mosaicbert.analysis.plots import plot_time_to_quality
 from mosaicbert.data.convert import convert_text
-from mosaicbert.data.text_dataset import check_mds_folder
+from mosaicbert.data.mds_check import check_mds_folder
 from mosaicbert.errors import RecipeError, report_errors
 from mosaicbert.tokenizer import load_tokenizer
 from mosaicbert.training.cli import log_tail, visible_gpu_ids
