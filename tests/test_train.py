@@ -49,6 +49,19 @@ class CrashAt(Callback):
             raise KeyboardInterrupt("simulated crash")
 
 
+def run_main(args: list[str], cwd, env=None) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` as a user runs it, in ``cwd``."""
+    return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit status 2 and one paragraph naming the problem, without a traceback."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.state.model.model.state_dict().items()}
 
@@ -106,8 +119,7 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), max_duration="4ba", eval_interval="2ba",
                           callbacks="{training_summary: {}}",
                           loggers=f"{{jsonl: {{path: {tmp_path / 'metrics.jsonl'}}}}}")
-    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300)
+    result = run_main([DEMO, *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Training summary" in result.stdout
     assert "eval MaskedAccuracy" in result.stdout
@@ -132,22 +144,14 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
 ])
 def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override
-    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(run_main([DEMO, *args], tmp_path), message)
     assert not (tmp_path / "ckpt").exists(), "a failed start must not write checkpoints"
 
 
 def test_a_yaml_syntax_error_is_one_paragraph_with_line_and_column(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(open(DEMO).read().replace("betas: [0.9, 0.98]", "betas: [0.9, 0.98"))
-    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), str(broken)], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert f"Recipe {str(broken)!r} is not valid YAML: line " in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(run_main([str(broken)], tmp_path), f"Recipe {str(broken)!r} is not valid YAML: line ")
     assert sorted(os.listdir(tmp_path)) == ["broken.yaml"]
 
 
@@ -159,12 +163,10 @@ def test_a_truncated_shard_stops_main_py_in_seconds_naming_it(tiny_mds, tmp_path
     shard.write_bytes(shard.read_bytes()[:1000])
     args = tiny_overrides(str(data), str(tmp_path / "ckpt"))
     started = time.monotonic()
-    result = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
+    result = run_main([DEMO, *args], tmp_path)
     assert time.monotonic() - started < 120
-    assert f"{shard} is 1,000 bytes but index.json records" in result.stderr
-    assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert_refused(result, f"{shard} is 1,000 bytes but index.json records")
+    assert "--overwrite" in result.stderr
     assert not (tmp_path / "ckpt").exists()
 
 
