@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 from typing import Any, Optional
 
 import composer.utils.checkpoint as composer_checkpoint
@@ -34,12 +33,12 @@ from composer.utils import format_name_with_dist
 
 from ..checkpoints import check_checkpoint_file
 from ..errors import RecipeError
+from ..object_store import CHECKPOINT_NAME
 
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
-# Composer's Trainer defaults, which the recipe keeps: save_filename and save_latest_filename.
-CHECKPOINT_NAME = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
+# Composer's Trainer default save_latest_filename, which the recipe keeps (CHECKPOINT_NAME: its save_filename).
 LATEST_NAME = "latest-rank0.pt"
 
 _composer_write = composer_checkpoint._write_checkpoint_file  # Composer's own writer, wrapped below
