@@ -351,7 +351,7 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
 
 def dense_sdpa_step(u: Unpadded, heads: int, head_dim: int, bias):
     """SDPA alone on contiguous ``[B, heads, S, d]`` leaves with the model's bias: what the kernel costs
-    without the (un)padding around it (the issue's "dense" row)."""
+    without the (un)padding around it (a floor for the layout)."""
     def leaf():
         return torch.randn(u.batch, heads, u.seqlen, head_dim, device="cuda", dtype=torch.bfloat16,
                            requires_grad=True)

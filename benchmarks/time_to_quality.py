@@ -19,8 +19,8 @@ model at its best learning rate.
 5. Writes ``<out>/results.{json,md}``, a small ``--summary`` JSON (the numbers, the command, the commit,
    machine and versions) and a plot: every sweep run faint, the best of each model bold.
 
-A rerun with the same ``--out`` continues: a run that finished (``<run>/DONE``) is reused, an unfinished
-one is started again. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
+A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretrain.DONE``,
+``<run>/finetune.DONE``) is reused, an unfinished one is started again. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
 ``--gpus``, runs go side by side, one per GPU.
 """
 

@@ -71,6 +71,7 @@ def test_overrides_and_interpolation():
     (["eval_interval=-100ba"], "eval_interval='-100ba' must be zero or more"),
     (["scheduler.t_warmup=abc"], "scheduler.t_warmup='abc' is not a time"),
     (["scheduler.t_max=2dur"], "scheduler.t_max='2dur': a dur value is a fraction of max_duration"),
+    (["scheduler.t_warmup=0"], "scheduler.t_warmup=0 needs its unit"),  # Composer parses strings only
     (["scheduler.t_warmup=100ba"], "scheduler.t_warmup='100ba' counts batches but scheduler.t_max='1dur' "
                                    "(with max_duration='286720000sp') counts samples"),
     # Numbers Composer or torch would take and fail on later (or silently misuse).

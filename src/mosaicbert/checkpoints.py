@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from .errors import RecipeError, describe
 from .families import family_name_of_model_type
-from .object_store import download_checkpoint, is_s3
+from .object_store import download_checkpoint, holds_torch_pickle, is_s3
 from .tokenizer import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,15 @@ def check_checkpoint_file(path: str, key: Optional[str] = None) -> None:
     elif zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
-                if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist()):
+                if not holds_torch_pickle(archive):
                     raise RecipeError(f"{what} is a zip file but not a PyTorch checkpoint (no data.pkl). Give a "
                                       "checkpoint written by main.py or glue.py.")
                 damaged = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
+        except (zipfile.BadZipFile, EOFError) as err:
             damaged = describe(err)
+        except OSError as err:  # the file system failed to read it: not evidence of a damaged file
+            raise RecipeError(f"{what} could not be read ({describe(err)}). Check the disk or network file "
+                              "system it is on, then start again.") from None
         if damaged is None:
             return
         problem = f"is damaged: {damaged} does not match its checksum"

@@ -71,10 +71,11 @@ def endpoint() -> str:
     return os.environ.get("S3_ENDPOINT_URL") or "AWS S3 (S3_ENDPOINT_URL is not set)"
 
 
-def client():
-    """A boto3 S3 client for the checks: the endpoint from ``S3_ENDPOINT_URL``, short timeouts, one retry."""
+def client(fast: bool = True):
+    """A boto3 S3 client at ``S3_ENDPOINT_URL``: for the checks (``fast``) short timeouts and one retry, so a
+    wrong endpoint fails in seconds; otherwise boto3's defaults, for downloads of large checkpoints."""
     config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-                    retries={"total_max_attempts": ATTEMPTS, "mode": "standard"})
+                    retries={"total_max_attempts": ATTEMPTS, "mode": "standard"}) if fast else None
     return boto3.session.Session().client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None, config=config)
 
 
@@ -155,13 +156,20 @@ class _RangeReader(io.RawIOBase):
         return body
 
 
+def holds_torch_pickle(archive: zipfile.ZipFile) -> bool:
+    """Whether a zip file is a torch checkpoint: it has a ``data.pkl`` record."""
+    return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+
+
 def zip_is_whole(fileobj) -> bool:
     """Whether a torch checkpoint (a zip file) ends with its complete directory of records, with a
-    ``data.pkl``. Reads only the end of the file."""
+    ``data.pkl``. Reads only the end of the file. A failure to read (a timeout, a refused request) is not
+    an incomplete file: it propagates, so that the caller reports the store's problem instead of skipping
+    to an older checkpoint."""
     try:
         with zipfile.ZipFile(fileobj) as archive:
-            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return holds_torch_pickle(archive)
+    except (zipfile.BadZipFile, ValueError, EOFError):
         return False
 
 
@@ -192,8 +200,6 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
                 return f"s3://{bucket}/{key}"
             log.warning("Skipping s3://%s/%s (%d bytes): not a complete checkpoint (an upload cut off, or a "
                         "damaged object); an earlier checkpoint is used.", bucket, key, size)
-    except RecipeError:
-        raise
     except Exception as err:
         raise explain(err, folder_uri, what) from None
     return None
@@ -221,7 +227,6 @@ def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
     """
     bucket, key = split_s3(uri)
     s3 = client()
-    check_bucket(uri, what, s3)
     try:
         target = key
         if key.endswith(SYMLINK_SUFFIX) or (key and _head(s3, bucket, key) is None
@@ -235,6 +240,8 @@ def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
                                   f"to s3://{bucket}/{target}, which does not exist. Give a checkpoint object "
                                   f"(e.g. s3://{bucket}/{os.path.dirname(target)}/ep0-ba1000-rank0.pt) or the run's "
                                   "folder, whose newest checkpoint is then used.")
+            # A prefix (or nothing there): listing needs list permission, which reading one object does not.
+            check_bucket(uri, what, s3)
             found = latest_checkpoint(uri, what, s3)
             if found is None:
                 listing = [o["Key"] for o in _list(s3, bucket, key.rstrip("/") + "/" if key else "")][:5]
@@ -262,7 +269,7 @@ def download_checkpoint(uri: str, folder: str, what: str = "checkpoint") -> str:
     bucket, key = split_s3(resolved)
     destination = os.path.join(folder, os.path.basename(key))
     try:
-        client().download_file(bucket, key, destination)
+        client(fast=False).download_file(bucket, key, destination)  # checked just above: the store answers
     except Exception as err:
         raise explain(err, resolved, what) from None
     return destination
@@ -279,7 +286,6 @@ def _loader_remote(section: Optional[dict]) -> tuple[Optional[str], Optional[str
 def check_data_remote(remote: str, split: Optional[str], where: str, s3=None) -> None:
     """An MDS index exists at ``remote[/split]/index.json``; else a RecipeError."""
     s3 = s3 or client()
-    check_bucket(remote, where, s3)
     index = "/".join(p.strip("/") for p in (remote, split, "index.json") if p)
     bucket, key = split_s3(index)
     try:
@@ -287,6 +293,7 @@ def check_data_remote(remote: str, split: Optional[str], where: str, s3=None) ->
     except Exception as err:
         raise explain(err, index, where) from None
     if found is None:
+        check_bucket(remote, where, s3)  # names a missing bucket; streaming itself only reads objects
         raise RecipeError(f"{where}: no MDS index at {index!r}. Upload the folder that scripts/convert_text.py or "
                           "scripts/convert_c4.py wrote (its split folders hold index.json and the shards), e.g. "
                           f"`aws s3 cp --recursive ./data/c4 {remote.rstrip('/')}` (add --endpoint-url for an "

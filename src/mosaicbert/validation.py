@@ -131,10 +131,10 @@ LENGTH_UNITS = ("ba", "ep", "sp", "tok")  # a training length (max_duration)
 INTERVAL_UNITS = LENGTH_UNITS + ("dur",)  # an interval or a schedule point (eval_interval, t_warmup, ...)
 
 
-def accepted_times(units: tuple[str, ...]) -> str:
-    """``10ba (batches), 2ep (epochs), ...`` for error messages."""
+def accepted_times(units: tuple[str, ...], integer_epochs: bool = True) -> str:
+    """``10ba (batches), 2ep (epochs), ...`` for error messages (an integer as epochs where it is one)."""
     forms = [f"{TIME_UNITS[u][0]} ({TIME_UNITS[u][1]})" for u in units]
-    if "ep" in units:
+    if "ep" in units and integer_epochs:
         forms.append("an integer (epochs)")
     return ", ".join(forms)
 

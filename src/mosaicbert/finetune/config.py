@@ -47,7 +47,7 @@ class TaskHParams:
         "optimizer.weight_decay (decoupled: the decay per step is weight_decay x lr / peak lr)."))
     betas: Optional[list[float]] = dataclasses.field(default=None, metadata=help_text("optimizer.betas."))
     eps: Optional[float] = dataclasses.field(default=None, metadata=help_text("optimizer.eps."))
-    warmup: Optional[Union[str, int]] = dataclasses.field(default=None, metadata=help_text(
+    warmup: Optional[str] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.t_warmup, e.g. 0.06dur.", time_units=INTERVAL_UNITS, zero_time=True))
     alpha_f: Optional[float] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.alpha_f: final lr as a fraction of the peak."))

@@ -28,7 +28,9 @@ from ..composer_models import ComposerClassifier
 from ..config import to_dict
 from ..data.mlm_collator import split_batch
 from ..errors import RecipeError, describe
+from ..object_store import SYMLINK_SUFFIX
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
+from ..training.checkpointing import LATEST_NAME
 from ..training.checkpointing import use_atomic_checkpoint_writes
 from ..training.trainer import (
     build_optimization,
@@ -45,7 +47,6 @@ from .tsv import load_task_splits
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest-rank0.pt"
 
 
 class Context:
@@ -118,8 +119,8 @@ def _saved_checkpoint(cfg: FinetuneConfig, save_root: Optional[str], plan: TaskP
                           f"to where an earlier run saved {parent}, or add {parent!r} to run_tasks.")
     folder = _join(save_root, parent, f"seed{seed}")
     if "://" in folder:
-        return _join(folder, LATEST + ".symlink")  # Composer uploads the latest pointer as a .symlink file
-    path = os.path.join(folder, LATEST)
+        return _join(folder, LATEST_NAME + SYMLINK_SUFFIX)  # Composer uploads the latest pointer as a .symlink
+    path = os.path.join(folder, LATEST_NAME)
     if not os.path.exists(path):
         raise RecipeError(f"Task {plan.name!r} starts from {parent!r} seed {seed} (init_from), which run_tasks "
                           f"leaves out, but {path} does not exist. Run {parent!r} first (add it to run_tasks), "

@@ -129,8 +129,8 @@ class Unpadded:
 
     indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending); None when
         every position is real (then (un)padding is a reshape).
-    token_of: ``[B*S]`` for each position, the index of its token in ``[T]`` (0 at padding); None with
-        ``indices``.
+    token_of: ``[B*S]`` for each position, the index of its token in ``[T]`` (at padding, that of the last
+        real token before it, or 0; never read there); None when ``indices`` is.
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
     num_tokens: T.
     """
