@@ -448,3 +448,40 @@ def test_a_cache_folder_registered_by_another_streaming_dataset_is_a_clear_error
     with pytest.raises(RecipeError, match="clean_stale_shared_memory"):
         build_text_dataloader(**args)
     del held
+
+
+# ----------------------------------------------------------------------------------------------
+# A slow store is not a damaged checkpoint
+# ----------------------------------------------------------------------------------------------
+class TimingOutStore:
+    """An S3 client holding two checkpoint objects whose range reads of the newer one time out."""
+
+    def __init__(self, newest_key: str, older_key: str):
+        self.newest_key = newest_key
+        self.sizes = {newest_key: 1000, older_key: 1000}
+
+    def get_paginator(self, name):
+        sizes = self.sizes
+
+        class Pages:
+            def paginate(self, **kwargs):
+                return [{"Contents": [{"Key": key, "Size": size} for key, size in sizes.items()]}]
+        return Pages()
+
+    def get_object(self, Bucket, Key, Range=None):
+        import botocore.exceptions as be
+
+        if Key == self.newest_key:
+            raise be.ReadTimeoutError(endpoint_url="http://store")
+        raise AssertionError("the older checkpoint must not be considered while the newer one cannot be read")
+
+
+def test_a_read_timeout_is_the_stores_problem_not_an_older_checkpoint():
+    """A timeout while checking the newest checkpoint used to count as 'not a complete checkpoint', so
+    autoresume resumed from an older one (and, overwriting, later replaced the newer objects)."""
+    from mosaicbert.errors import RecipeError
+    from mosaicbert.object_store import latest_checkpoint
+
+    store = TimingOutStore("run/ep0-ba200-rank0.pt", "run/ep0-ba100-rank0.pt")
+    with pytest.raises(RecipeError, match="does not answer"):
+        latest_checkpoint("s3://bucket/run", s3=store)

@@ -82,6 +82,8 @@ def client(fast: bool = True):
 def explain(err: Exception, uri: str, what: str) -> RecipeError:
     """One paragraph for a failed request about ``uri`` (``what``: what it was for, e.g. "save_folder")."""
     bucket = split_s3(uri)[0]
+    if isinstance(err, StoreReadError):
+        err = err.__cause__
     if isinstance(err, (be.NoCredentialsError, be.PartialCredentialsError)):
         return RecipeError(f"No credentials for {what} {uri!r}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                            "(or AWS_PROFILE) for the object store.")
@@ -128,6 +130,11 @@ def check_bucket(uri: str, what: str, s3=None) -> None:
 # ----------------------------------------------------------------------------------------------
 # Whole checkpoints
 # ----------------------------------------------------------------------------------------------
+class StoreReadError(Exception):
+    """A request of :class:`_RangeReader` failed. Not an OSError (as botocore's timeouts are): zipfile turns
+    those into BadZipFile, which would call a slow store's checkpoint damaged."""
+
+
 class _RangeReader(io.RawIOBase):
     """A seekable read-only file over one object, read by HTTP range requests (for ``zipfile``)."""
 
@@ -151,7 +158,10 @@ class _RangeReader(io.RawIOBase):
         end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
         if end <= self.pos:
             return b""
-        body = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end - 1}")["Body"].read()
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end - 1}")["Body"].read()
+        except Exception as err:
+            raise StoreReadError(err) from err
         self.pos += len(body)
         return body
 
@@ -164,8 +174,8 @@ def holds_torch_pickle(archive: zipfile.ZipFile) -> bool:
 def zip_is_whole(fileobj) -> bool:
     """Whether a torch checkpoint (a zip file) ends with its complete directory of records, with a
     ``data.pkl``. Reads only the end of the file. A failure to read (a timeout, a refused request) is not
-    an incomplete file: it propagates, so that the caller reports the store's problem instead of skipping
-    to an older checkpoint."""
+    an incomplete file: it propagates (:class:`StoreReadError`), so that the caller reports the store's
+    problem instead of skipping to an older checkpoint."""
     try:
         with zipfile.ZipFile(fileobj) as archive:
             return holds_torch_pickle(archive)
