@@ -152,7 +152,8 @@ def prepare_data(args) -> str:
 
 def pretrain_command(name: str, run: dict, args, mds: str) -> list[str]:
     folder = os.path.join(args.out, name)
-    # Each run reads its own copy: jobs decompressing shards into one folder at once could collide.
+    # Each run reads its own copy: streaming writes decompressed shards beside the compressed ones, so the
+    # source folder (--mds) stays as it was given, and a run's folder holds all it wrote.
     data = os.path.join(folder, "data")
     shutil.copytree(mds, data, ignore=shutil.ignore_patterns("*_small"))
     values = dict(SCALED)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch.distributed
-from composer.utils import dist
+from composer.utils import dist, format_name_with_dist
 
 from ..errors import describe
 
@@ -76,7 +76,7 @@ def explain_lost_ranks(cfg: TrainerConfig) -> Iterator[None]:
     except Exception as err:
         if dist.get_world_size() < 2 or not is_lost_rank_error(err):
             raise
-        folder = (cfg.save_folder or "").replace("{run_name}", cfg.run_name or "{run_name}")
+        folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.save_folder and cfg.run_name else cfg.save_folder
         if cfg.autoresume:
             resume = (f"Relaunch every node with the same command: autoresume=true continues from the latest "
                       f"checkpoint in {folder}, if there is one.")

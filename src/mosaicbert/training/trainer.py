@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 from composer import Trainer
-from composer.utils import dist, reproducibility
+from composer.utils import dist, format_name_with_dist, reproducibility
 
 from .. import registry
 from ..checkpoints import check_checkpoint_file
@@ -73,7 +73,7 @@ def check_checkpointing(cfg: TrainerConfig) -> None:
     if cfg.load_path and "://" not in cfg.load_path:
         check_checkpoint_file(cfg.load_path, key="load_path")
     if cfg.save_folder and "://" not in cfg.save_folder:
-        folder = cfg.save_folder.replace("{run_name}", cfg.run_name) if cfg.run_name else cfg.save_folder
+        folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.run_name else cfg.save_folder
         check_folder_can_be_made(folder, f"save_folder={cfg.save_folder!r}")
 
 
