@@ -228,6 +228,28 @@ def _resolved_backend(model, device):
     return resolve_attention_backend(config.attention_backend, torch.device(device), dtype)
 
 
+# Kernel groups of the profile summary, first match wins (substrings of the lower-cased kernel name).
+KERNEL_GROUPS = (
+    ("GEMMs", ("nvjet", "gemm", "cutlass")),
+    ("attention", ("cudnn", "fmha", "attention", "flash", "sdpa")),
+    ("GeGLU elementwise (GELU, mul, dropout)", ("gelu",)),
+    ("LayerNorm (+ residual, dropout)", ("layer_norm",)),
+    ("q/k/v copies, (un)padding gathers", ("clone", "permute", "index", "gather", "where", "cat")),
+    ("optimizer", ("multi_tensor", "adam")),
+)
+
+
+def group_kernel_times(kernels, steps: int) -> dict[str, float]:
+    """``(kernel name, self microseconds)`` pairs -> milliseconds per step in each of ``KERNEL_GROUPS``
+    (and ``other``), largest first."""
+    groups: dict[str, float] = {}
+    for name, micros in kernels:
+        lower = name.lower()
+        label = next((label for label, keys in KERNEL_GROUPS if any(k in lower for k in keys)), "other")
+        groups[label] = groups.get(label, 0.0) + micros / 1000 / steps
+    return dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+
 def profile(step, batches, args):
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -240,6 +262,12 @@ def profile(step, batches, args):
     # Self time: each kernel once, not again inside every enclosing region.
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
+    if args.device == "cuda":
+        kernels = [(event.name, event.self_device_time_total) for event in prof.key_averages()
+                   if event.device_type == torch.autograd.DeviceType.CUDA]
+        print("\nkernel time per step, grouped (all kernels):")
+        for label, ms in group_kernel_times(kernels, steps=5).items():
+            print(f"  {label:<42} {ms:7.2f} ms", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------

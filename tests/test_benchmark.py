@@ -1,0 +1,30 @@
+"""benchmarks/benchmark.py: the grouping of a profile's kernels (the rest of the tool needs a GPU)."""
+
+import importlib.util
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO, "benchmarks", "benchmark.py"))
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+
+def test_kernel_times_are_grouped_per_step_first_match_wins():
+    kernels = [  # names as the H200 profile printed them, self microseconds over 5 steps
+        ("nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_TNN", 26_272.0),
+        ("aten::_cudnn_attention_backward", 0.0),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16", 16_293.0),
+        ("triton_poi_fused_gelu_gelu_backward_mul_scalar_tensor_where_8", 15_437.0),  # gelu before where
+        ("triton_per_fused__to_copy_add_mul_native_layer_norm_native_layer_norm_backward", 7_716.0),
+        ("triton_poi_fused_clone_permute_view_5", 4_373.0),
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>", 5_461.0),
+        ("void at::native::reduce_kernel<128, 4>", 3_161.0),
+    ]
+    groups = benchmark.group_kernel_times(kernels, steps=5)
+    assert groups == pytest.approx({
+        "GEMMs": 5.2544, "attention": 3.2586, "GeGLU elementwise (GELU, mul, dropout)": 3.0874,
+        "LayerNorm (+ residual, dropout)": 1.5432, "optimizer": 1.0922, "q/k/v copies, (un)padding gathers": 0.8746,
+        "other": 0.6322})
+    assert list(groups) == sorted(groups, key=groups.get, reverse=True)
