@@ -97,6 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1 (default: all visible; none on CPU)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra pretraining overrides for both models")
+    parser.add_argument("--finetune_jobs_per_gpu", type=int, default=1,
+                        help="fine-tuning processes at once per GPU: each model's seeds side by side, and the models "
+                             "side by side on a GPU (fine-tuning at batch 16 leaves a large GPU mostly idle; its "
+                             "results do not depend on it). Pretraining is always one run per GPU (its clock counts).")
     parser.add_argument("--finetune_set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra fine-tuning overrides (yamls/glue/sentiment.yaml)")
     parser.add_argument("--plot", default=None, help="plot path (default <out>/time_to_quality.png)")
@@ -181,24 +185,28 @@ def finetune_command(name: str, run: dict, args) -> list[str]:
         "results_dir": os.path.join(folder, "finetune"),
         "variables.task_dir": args.task_dir,
     }
+    if args.finetune_jobs_per_gpu > 1:
+        values.update({"parallel": "true", "jobs_per_gpu": args.finetune_jobs_per_gpu})
     return ([sys.executable, os.path.join(REPO, "glue.py"), os.path.join(REPO, "yamls/glue/sentiment.yaml")]
             + [f"{k}={v}" for k, v in values.items()] + list(args.finetune_set))
 
 
 def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Optional[str] = None) -> None:
     """Runs ``stage`` (pretrain | finetune) of every run not done yet, one per GPU at a time (in turn
-    without GPUs). A pretraining run shows its training clock; a failure shows its log's end and stops."""
+    without GPUs; with ``--finetune_jobs_per_gpu`` > 1 the models' fine-tunings share each GPU). A pretraining run shows its training clock; a failure shows its log's end and stops."""
     todo = [name for name in runs if not is_done(args, name, stage)]
     for name in runs:
         if name not in todo:
             print(f"[ttq] {stage} {name}: done earlier, reused", flush=True)
-    slots = gpus or [None]
-    running: dict[Optional[str], tuple[str, subprocess.Popen, object]] = {}
+    per_gpu = len(MODELS) if stage == "finetune" and args.finetune_jobs_per_gpu > 1 else 1
+    slots = [gpu for _ in range(per_gpu) for gpu in gpus] or [None]
+    running: dict[int, tuple[str, subprocess.Popen, object]] = {}  # slot index -> run
     failed = []
     while todo or running:
-        for slot in [s for s in slots if s not in running]:
+        for index in [i for i in range(len(slots)) if i not in running]:
             if not todo:
                 break
+            slot = slots[index]
             name = todo.pop(0)
             folder = os.path.join(args.out, name)
             if stage == "pretrain":
@@ -219,15 +227,15 @@ def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Opt
             if stage == "pretrain":
                 bar = tqdm(total=round(runs[name]["budget_s"]), desc=name, leave=True,
                            bar_format="{desc}: {n}/{total} s trained |{bar}| {elapsed} wall")
-            running[slot] = (name, proc, bar)
+            running[index] = (name, proc, bar)
         time.sleep(2)
-        for slot, (name, proc, bar) in list(running.items()):
+        for index, (name, proc, bar) in list(running.items()):
             if bar is not None:
                 bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
                 bar.refresh()
             if proc.poll() is None:
                 continue
-            del running[slot]
+            del running[index]
             if bar is not None:
                 bar.close()
             log_path = os.path.join(args.out, name, f"{stage}.log")

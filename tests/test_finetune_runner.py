@@ -24,7 +24,7 @@ from mosaicbert.finetune.encoder import Encoder, build_classifier, classifier_co
 from mosaicbert.finetune.jobs import Job, plan_jobs
 from mosaicbert.finetune.results import markdown, summarize
 from mosaicbert.finetune.runner import prepare, run_finetuning
-from mosaicbert.finetune.scheduler import run_jobs
+from mosaicbert.finetune.scheduler import run_jobs, slots_for
 from mosaicbert.finetune.tasks import GLUE_TASKS, get_task
 from mosaicbert.model import MosaicBertForMaskedLM
 from mosaicbert.training.callbacks import RecipeMetadata
@@ -296,6 +296,30 @@ def test_a_job_runs_in_a_worker_process(tmp_path, mlm_checkpoints):
     assert records == done and records[0]["status"] == "ok", records
     assert set(records[0]["metrics"]) == {"accuracy", "matthews"}
     assert os.path.isfile(records[0]["log"])
+
+
+def test_jobs_share_a_gpu_with_jobs_per_gpu(tmp_path, mlm_checkpoints):
+    """jobs_per_gpu: a GPU id appears once per job it takes, and two jobs on the same GPU both run and
+    both report (running jobs are told apart by their slot, not by their GPU)."""
+    assert slots_for(["0"], 1) == []  # one job at a time: serial, in process
+    assert slots_for(["0"], 3) == ["0", "0", "0"]
+    assert slots_for(["0", "1"], 2) == ["0", "1", "0", "1"]  # spread before sharing
+    task = keyword_task(tmp_path / "keyword", n_train=32, n_dev=16)
+    cfg = recipe(tmp_path, mlm_checkpoints["hf_bert"][0],
+                 custom_tasks=[dict(task, batch_size=16, max_duration="1ba", eval_interval=0)])
+    prepared = prepare(cfg)
+    done = []
+    records = run_jobs(prepared.context, [Job("keyword", 1), Job("keyword", 2)], slots_for(["cpu0"], 2),
+                       str(tmp_path / "work"), done.append)
+    assert sorted(r["seed"] for r in records) == [1, 2] and len(done) == 2, records
+    assert all(r["status"] == "ok" for r in records), records
+    assert records[0]["log"] != records[1]["log"]
+
+
+def test_jobs_per_gpu_must_be_positive(tmp_path, mlm_checkpoints):
+    cfg = recipe(tmp_path, mlm_checkpoints["hf_bert"][0], tasks={"rte": {}}, jobs_per_gpu=0)
+    with pytest.raises(RecipeError, match="jobs_per_gpu is 0; .* must be 1 or more"):
+        check_task_configs(cfg, task_plans(cfg))
 
 
 # ----------------------------------------------------------------------------------------------

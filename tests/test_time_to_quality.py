@@ -99,7 +99,7 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
                "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
                "--task_dir", str(task), "--out", str(out), "--budget_s", "3", "--eval_every_s", "1",
                "--lrs", "1e-3", "3e-3", "--gpus", "", "--summary", str(tmp_path / "published.json"),
-               "--set", *TINY_PRETRAIN, "--finetune_set", *TINY_FINETUNE]
+               "--finetune_jobs_per_gpu", "2", "--set", *TINY_PRETRAIN, "--finetune_set", *TINY_FINETUNE]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

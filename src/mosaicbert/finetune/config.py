@@ -95,7 +95,10 @@ class FinetuneConfig(TrainerConfig):
     results_dir: str = dataclasses.field(default="./runs/{run_name}", metadata=help_text(
         "Where results.json, results.md (and worker logs) go; {run_name} expands."))
     parallel: bool = dataclasses.field(default=True, metadata=help_text(
-        "With several GPUs: one job per GPU at a time, each in its own process. One GPU or CPU: serial."))
+        "With several GPUs (or jobs_per_gpu > 1): jobs side by side, each in its own process. Otherwise serial."))
+    jobs_per_gpu: int = dataclasses.field(default=1, metadata=help_text(
+        "With parallel: jobs run at once on each GPU. A small task at batch 16 leaves a large GPU mostly idle, "
+        "so 2-4 jobs per GPU finish sooner; each job's results are unchanged."))
     default_seeds: Optional[list[int]] = dataclasses.field(default=None, metadata=help_text(
         "Seeds of tasks that set none; default: [seed]."))
     tasks: dict = dataclasses.field(default_factory=dict, metadata=help_text(
@@ -288,6 +291,9 @@ def check_task_configs(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) -> None:
                       ("autoresume", "re-run the tasks that did not finish with run_tasks")):
         if getattr(cfg, key):
             raise RecipeError(f"{key} is not used by glue.py; remove it ({hint}).")
+    if cfg.jobs_per_gpu < 1:
+        raise RecipeError(f"jobs_per_gpu is {cfg.jobs_per_gpu}; it counts jobs running at once on each GPU, so it "
+                          "must be 1 or more.")
     for plan in plans.values():
         tcfg = task_config(cfg, plan)
         for section, table in (("optimizer", registry.OPTIMIZERS), ("scheduler", registry.SCHEDULERS)):

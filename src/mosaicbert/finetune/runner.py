@@ -13,9 +13,9 @@ The flow, in the order that fails fastest on a bad recipe:
    ``init_from`` (RTE, MRPC, STS-B from MNLI in the paper; the classifier is re-initialised when the label
    count differs). Composer trains it and evaluates it on every evaluation split; the final model is
    always evaluated.
-3. Jobs run one after another in this process (CPU, one GPU), or with ``parallel: true`` and several
-   GPUs one per GPU at a time, each in a subprocess (:mod:`mosaicbert.finetune.scheduler`); a job that
-   starts from another waits for it.
+3. Jobs run one after another in this process (CPU, one GPU), or with ``parallel: true`` on several
+   GPUs (or ``jobs_per_gpu`` > 1) side by side, ``jobs_per_gpu`` per GPU, each in a subprocess
+   (:mod:`mosaicbert.finetune.scheduler`); a job that starts from another waits for it.
 4. After every job, ``<results_dir>/results.json`` and ``results.md`` are rewritten: per-task means and
    standard deviations over seeds, per-task GLUE scores and the GLUE average
    (:func:`mosaicbert.finetune.metrics.glue_score`). A failed job is reported and left out; the run goes on
@@ -122,7 +122,8 @@ def run_finetuning(cfg: FinetuneConfig) -> dict[str, Any]:
     slots = gpu_slots(cfg)
     print(f"Fine-tuning {cfg.pretrained_checkpoint} ({ctx.encoder.family}): {len(jobs)} job(s) over "
           f"{', '.join(p.name for p in plans.values() if p.run)}; "
-          + (f"one per GPU on {len(slots)} GPUs" if slots else "one at a time") + f"; results in {results_dir}",
+          + (f"{cfg.jobs_per_gpu} per GPU on {len(set(slots))} GPU(s)" if slots else "one at a time")
+          + f"; results in {results_dir}",
           flush=True)
 
     done: list[dict] = []

@@ -29,11 +29,19 @@ from .jobs import Context, Job, failure, run_job_safely
 
 
 def gpu_slots(cfg: FinetuneConfig) -> list[str]:
-    """GPU ids to spread jobs over (``CUDA_VISIBLE_DEVICES`` values); empty: run serially in-process."""
+    """One ``CUDA_VISIBLE_DEVICES`` value per job that may run at once (a GPU id ``jobs_per_gpu`` times);
+    empty: run serially in this process."""
     if not cfg.parallel or cfg.device == "cpu" or not torch.cuda.is_available():
         return []
-    ids = visible_gpu_ids()
-    return ids if len(ids) > 1 else []
+    return slots_for(visible_gpu_ids(), cfg.jobs_per_gpu)
+
+
+def slots_for(gpu_ids: list[str], jobs_per_gpu: int) -> list[str]:
+    """Worker slots over ``gpu_ids``, GPUs interleaved so that jobs spread before they share; none (serial)
+    when a single job would run at a time."""
+    if len(gpu_ids) * jobs_per_gpu <= 1:
+        return []
+    return [gpu for _ in range(jobs_per_gpu) for gpu in gpu_ids]
 
 
 def _describe(ctx: Context, job: Job, init_checkpoint: Optional[str]) -> str:
@@ -56,8 +64,8 @@ def run_jobs(ctx: Context, jobs: list[Job], slots: list[str], work_dir: str,
     """Run every job once its parent finished (a job whose parent failed is skipped)."""
     records: dict[str, dict] = {}
     pending = list(jobs)
-    running: dict[str, tuple[Job, subprocess.Popen, str, str, Any]] = {}
-    free = list(slots)
+    running: dict[int, tuple[Job, subprocess.Popen, str, str, Any]] = {}  # slot index -> job
+    free = list(range(len(slots)))
     total, finished = len(jobs), 0
 
     def start_point(job: Job) -> Optional[str]:
@@ -91,19 +99,20 @@ def run_jobs(ctx: Context, jobs: list[Job], slots: list[str], work_dir: str,
             while free and ready:
                 job = ready.pop(0)
                 pending.remove(job)
-                gpu = free.pop(0)
+                slot = free.pop(0)
                 init = start_point(job)
-                running[gpu] = (job, *_launch(ctx, job, init, gpu, work_dir, len(slots)))
-                print(f"started {_describe(ctx, job, init)} on GPU {gpu}; log: {running[gpu][3]}", flush=True)
+                running[slot] = (job, *_launch(ctx, job, init, slots[slot], work_dir, len(slots)))
+                print(f"started {_describe(ctx, job, init)} on GPU {slots[slot]}; log: {running[slot][3]}",
+                      flush=True)
             if not running and not ready:
                 break
             time.sleep(1.0)
-            for gpu, (job, proc, result_path, log_path, log_file) in list(running.items()):
+            for slot, (job, proc, result_path, log_path, log_file) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 log_file.close()
-                del running[gpu]
-                free.append(gpu)
+                del running[slot]
+                free.append(slot)
                 if proc.returncode == 0 and os.path.isfile(result_path):
                     with open(result_path) as f:
                         record = json.load(f)
