@@ -91,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="peak learning rates of the sweep (2e-4 5e-4 1e-3)")
     parser.add_argument("--warmups", nargs="+", default=["0.06dur"],
                         help="warm-ups of the sweep: a fraction of the budget (0.06dur) and/or a fixed number of "
-                             "steps (100ba)")
+                             "steps (300ba)")
     parser.add_argument("--tokenizer", default="bert-base-uncased",
                         help="tokenizer for the MDS conversion and both models (default bert-base-uncased)")
     parser.add_argument("--gpus", default=None, help="GPU ids, e.g. 0,1 (default: all visible; none on CPU)")

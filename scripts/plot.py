@@ -2,21 +2,40 @@
 
     python scripts/plot.py metrics runs/demo/metrics.jsonl --out runs/demo/loss.png
     python scripts/plot.py benchmark benchmarks/published/throughput.json --out docs/throughput.png
+    python scripts/plot.py sweep benchmarks/published/time_to_quality_sweep.json --out docs/time_to_quality_sweep.png
 """
 
 import argparse
+import json
 
-from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput
+from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput, plot_time_to_quality
+
+
+def plot_sweep(summary_path: str, out: str) -> None:
+    """A time_to_quality.py summary's sweep: each model's best run bold, the others faint, the baseline's
+    best final loss dashed."""
+    with open(summary_path) as f:
+        record = json.load(f)
+    curves, best = record["curves"], record["best"]
+    bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
+    faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
+    baseline = next(iter(best))
+    target = curves[best[baseline]][-1]["loss"]
+    plot_time_to_quality(bold, faint, out, target=target, target_label=f"best {baseline} run's final loss",
+                         title="Time-to-quality sweep: eval loss against training time")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["metrics", "benchmark"])
-    parser.add_argument("inputs", nargs="+", help="metrics .jsonl files, or benchmark .json files (later ones win)")
+    parser.add_argument("kind", choices=["metrics", "benchmark", "sweep"])
+    parser.add_argument("inputs", nargs="+", help="metrics .jsonl files, benchmark .json files (later ones win), or "
+                                                  "one time_to_quality.py summary")
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args()
     if args.kind == "metrics":
         plot_metrics(args.inputs, args.out)
+    elif args.kind == "sweep":
+        plot_sweep(args.inputs[0], args.out)
     else:
         plot_throughput(latest_results(args.inputs), args.out)
     print(f"wrote {args.out}")

@@ -126,6 +126,12 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert (out / "results.md").read_text() in result.stdout
     published = json.loads((tmp_path / "published.json").read_text())
     assert published["budgets"]["3s"] == comparison and "machine" in published and "--lrs" in published["command"]
+    # The published summary alone redraws the sweep's plot.
+    plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
+                              str(tmp_path / "published.json"), "--out", str(tmp_path / "sweep.png")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert os.path.getsize(tmp_path / "sweep.png") > 10_000
 
     # A second run continues the first: every finished run is reused, nothing trains again.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
