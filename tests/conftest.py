@@ -1,5 +1,6 @@
 """Shared fixtures: a small English-like corpus converted to MDS, made in a temp dir per session."""
 
+import atexit
 import gc
 import os
 import random
@@ -63,6 +64,30 @@ def fresh_shared_memory():
     clean_stale_shared_memory()
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def release_streaming_shared_memory(monkeypatch):
+    """Streaming's shared memory made during a test is released after it.
+
+    Streaming keeps every SharedMemory it makes alive until the process exits (an atexit handler holds
+    it), one file descriptor each: a process that builds hundreds of datasets, as this suite does, runs
+    out of descriptors. A dataset is meant to live as long as its process; tests make many.
+    """
+    from streaming.base.shared import memory
+
+    made = []
+    init = memory.SharedMemory.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(memory.SharedMemory, "__init__", recording_init)
+    yield
+    for shm in made:
+        atexit.unregister(shm.cleanup)
+        shm.cleanup()
 
 
 @pytest.fixture()
