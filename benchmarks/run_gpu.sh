@@ -11,6 +11,8 @@
 #   microbench       microbench.py: attention layouts and the GeGLU block, per layer
 #   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128)
 #                    for 60 steps, then benchmark.py on the same batches
+#   main-profile     main.py at that shape with callbacks.step_profile over batches 30-34: wall time per
+#                    batch against GPU busy time, the longest kernels and host operations
 #   scaling          scaling.py at 1 .. all visible GPUs
 #   time-to-quality  time_to_quality.py: the learning-rate sweep of both models, best against best
 #
@@ -20,13 +22,14 @@
 #   DATA/downstream/rotten_tomatoes/    a GLUE-layout sentiment task (time-to-quality only)
 # Optional: WHEELS=<folder of .whl files> installs them first (a machine without a package index);
 # TTQ_ARGS adds arguments to time_to_quality.py (e.g. "--lrs 5e-4 1e-3"), MICROBENCH_ARGS replaces
-# microbench.py's (e.g. "--only sdpa --seq 128 --rows 256"), SPEED_VARIANTS the speed task's variants.
+# microbench.py's (e.g. "--only sdpa --seq 128 --rows 256"), SPEED_VARIANTS the speed task's variants,
+# MAIN_SET adds main.py overrides to the main and main-profile tasks (e.g. "train_loader.num_workers=2").
 set -u
 out=${1:?usage: bash benchmarks/run_gpu.sh OUT TASK [TASK ...]}
 shift
 [ $# -gt 0 ] || { echo "name at least one task" >&2; exit 2; }
 for task in "$@"; do
-  case "$task" in cuda-tests|speed|profile|microbench|main|scaling|time-to-quality) ;;
+  case "$task" in cuda-tests|speed|profile|microbench|main|main-profile|scaling|time-to-quality) ;;
     *) echo "unknown task '$task'" >&2; exit 2;; esac
 done
 DATA=${DATA:-.gpu-data}
@@ -100,16 +103,28 @@ for task in "$@"; do
     main)
       mds
       rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
+      # shellcheck disable=SC2086
       python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
           eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size=128 \
           max_duration=60ba callbacks.speed_monitor.window_size=30 progress_bar=false \
-          loggers.jsonl.path="$out/main-metrics.jsonl" > "$out/main.log" 2>&1
+          loggers.jsonl.path="$out/main-metrics.jsonl" ${MAIN_SET:-} > "$out/main.log" 2>&1
       echo "main.py: exit $?"
       python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --steps 60 --warmup 30 --out "$work/main-table" \
           --from_metrics "1=$out/main-metrics.jsonl" | tail -n 4
       rm -rf "$work/bench-data" && cp -r "$work/mds" "$work/bench-data"
       bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile --shapes 128x128 \
           --lengths dataset --steps 20 --warmup 8;;
+    main-profile)
+      mds
+      rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
+      # shellcheck disable=SC2086
+      python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
+          eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size=128 \
+          max_duration=36ba progress_bar=false callbacks.step_profile.skip=30 callbacks.step_profile.batches=5 \
+          callbacks.step_profile.trace_path="$work/main-trace.json" loggers.jsonl.path="$work/main-profile.jsonl" \
+          ${MAIN_SET:-} > "$out/main-profile.log" 2>&1
+      echo "main.py with step_profile: exit $?"; sed -n '/^Step profile/,/^Chrome trace/p' "$out/main-profile.log"
+      gzip -c "$work/main-trace.json" > "$out/main-trace.json.gz" 2>/dev/null;;
     scaling)
       mds
       counts=$(seq 1 "$gpus" | tr '\n' ' ')

@@ -11,6 +11,7 @@ import torch
 from composer.core import Callback
 
 from mosaicbert.config import load_config
+from mosaicbert.errors import RecipeError
 from mosaicbert.training.trainer import build_pretraining_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,8 +172,6 @@ def test_a_truncated_shard_stops_main_py_in_seconds_naming_it(tiny_mds, tmp_path
 
 
 def test_hf_bert_rejects_sequences_longer_than_its_position_table(tiny_mds, tmp_path):
-    from mosaicbert.errors import RecipeError
-
     cfg = load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path), "hf_bert", max_seq_len=128))
     with pytest.raises(RecipeError, match="max_position_embeddings"):
         build_pretraining_trainer(cfg)
@@ -219,3 +218,32 @@ def test_training_summary_counts_the_real_tokens_after_its_window(tiny_mds, tmp_
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("real tokens / s"))
     counted = int(line.split("(")[1].split(" tokens")[0].replace(",", ""))
     assert counted == sum(counter.per_batch[20:])  # the batches after the 20-batch window
+
+
+def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
+    """callbacks.step_profile profiles batches 2..4 of a real run: the wall time per batch is the loop's
+    (the profiled batches' time divided by their number), the host operations include the model's matmuls,
+    and the Chrome trace is written. (On CPU there are no GPU columns.)"""
+    trace = tmp_path / "trace-{rank}.json"
+    overrides = tiny_overrides(tiny_mds, str(tmp_path / "run"), **{"callbacks.step_profile.skip": 2, "callbacks.step_profile.batches": 3,
+                                  "callbacks.step_profile.trace_path": str(trace)})
+    trainer = build_pretraining_trainer(load_config(DEMO, overrides))
+    profile = next(cb for cb in trainer.state.callbacks if type(cb).__name__ == "StepProfile")
+    trainer.fit()
+    trainer.close()
+    summary = profile.summary
+    assert summary is not None and summary["batches"] == 3 and summary["kernel_ms"] is None
+    assert 0 < summary["wall_ms"] < 60_000
+    assert any("mm" in name or "linear" in name for name, _ in summary["top_host_ops"]), summary["top_host_ops"]
+    assert sum(ms for _, ms in summary["top_host_ops"]) <= summary["wall_ms"] * 1.05
+    assert os.path.getsize(tmp_path / "trace-0.json") > 1000
+    assert "Step profile over 3 batches" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, message", [
+    ("callbacks.step_profile.batches=0", r"callbacks\.step_profile\.batches=0: give a whole number of at least 1"),
+    ("callbacks.step_profile.skp=3", r"Did you mean 'skip'"),
+])
+def test_step_profile_settings_are_checked(tiny_mds, tmp_path, value, message):
+    with pytest.raises(RecipeError, match=message):
+        load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path / "run")) + [value])

@@ -27,6 +27,7 @@ from .. import registry
 from ..errors import RecipeError
 from ..validation import INTERVAL_UNITS, accepted_times, check_folder_can_be_made, check_time
 from .callbacks import JSONLinesLogger, SampleLog, TrainingSummary
+from .step_profile import StepProfile, check_step_profile
 from .time_budget import TimeBudget, check_time_budget
 
 
@@ -114,6 +115,12 @@ def check_time_budget_section(kwargs: dict, where: str = "callbacks.time_budget"
     check_time_budget(kwargs.get("train_seconds"), kwargs.get("eval_every_seconds"))
 
 
+def check_step_profile_section(kwargs: dict, where: str = "callbacks.step_profile") -> None:
+    check_step_profile(**{k: v for k, v in kwargs.items() if k != "trace_path"}, where=where)
+    if kwargs.get("trace_path"):
+        check_folder_can_be_made(os.path.dirname(kwargs["trace_path"]) or ".", f"{where}.trace_path")
+
+
 def build_training_summary(print_every_eval: bool = True):
     return TrainingSummary(print_every_eval=print_every_eval)
 
@@ -140,6 +147,7 @@ registry.CALLBACKS.register("runtime_estimator", RuntimeEstimator)
 registry.CALLBACKS.register("training_summary", build_training_summary)
 registry.CALLBACKS.register("sample_log", build_sample_log, check=check_file_path)
 registry.CALLBACKS.register("time_budget", build_time_budget, check=check_time_budget_section)
+registry.CALLBACKS.register("step_profile", StepProfile, check=check_step_profile_section)
 
 registry.LOGGERS.register("wandb", build_wandb_logger)
 registry.LOGGERS.register("file", build_file_logger)
