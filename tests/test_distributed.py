@@ -11,6 +11,9 @@ import torch
 
 from test_train import DEMO, REPO, tiny_overrides
 
+from mosaicbert.config import load_config
+from mosaicbert.training.trainer import build_pretraining_trainer
+
 # Composer's launcher as a module: works wherever composer is importable, also when its console script is
 # not on PATH (e.g. installed with pip --target).
 COMPOSER = [sys.executable, "-m", "composer.cli.launcher"]
@@ -131,3 +134,27 @@ def test_two_process_resume_continues_the_uninterrupted_losses(settings, toleran
     assert len(full) == 6 and sorted(resumed) == sorted(full)[3:]
     for step in resumed:
         assert resumed[step] == pytest.approx(full[step], rel=tolerance), f"step {step}"
+
+
+def test_a_damaged_checkpoint_to_resume_stops_every_rank_with_the_reason(tiny_mds, tmp_path):
+    """Rank 0 checks the checkpoint autoresume would load; the other rank stops with the same one-paragraph
+    reason at once, instead of waiting for rank 0 and reporting it lost."""
+    folder = tmp_path / "ckpt"
+    overrides = tiny_overrides(tiny_mds, str(folder), run_name="preempted", autoresume="true",
+                               save_overwrite="false", eval_loader="null")
+    trainer = build_pretraining_trainer(load_config(DEMO, overrides))
+    trainer.fit()
+    trainer.close()
+    newest = folder / "ep0-ba6-rank0.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # a copy cut off halfway
+
+    command = [*COMPOSER, "-n", "2", "--master_port", str(29500 + (os.getpid() + 7) % 1000),
+               "--stderr", str(tmp_path / "rank{rank}.err"), os.path.join(REPO, "main.py"), DEMO, *overrides]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", NCCL_SOCKET_IFNAME="lo")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert result.returncode != 0
+    reason = "the newest checkpoint of run 'preempted' is not usable"
+    assert reason in result.stderr, result.stderr[-3000:]
+    rank1 = (tmp_path / "rank1.err").read_text()
+    assert reason in rank1 and "Traceback" not in rank1, rank1[-3000:]

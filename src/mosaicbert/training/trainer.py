@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from composer import Trainer
@@ -65,16 +65,43 @@ def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]
 
 
 def check_checkpointing(cfg: TrainerConfig) -> None:
-    """autoresume's requirements, and a local load_path that is a complete checkpoint (before any folder
-    is made)."""
+    """autoresume's requirements and a save_folder that can be made (before any folder is made)."""
     if cfg.autoresume and not (cfg.save_folder and cfg.run_name):
         raise RecipeError("autoresume=true needs save_folder and a fixed run_name (it looks for "
                           "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
-    if cfg.load_path and "://" not in cfg.load_path:
-        check_checkpoint_file(cfg.load_path, key="load_path")
     if cfg.save_folder and "://" not in cfg.save_folder:
         folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.run_name else cfg.save_folder
         check_folder_can_be_made(folder, f"save_folder={cfg.save_folder!r}")
+
+
+def check_on_some_ranks(check: Callable[[], object], run_here: bool) -> None:
+    """Run ``check`` where ``run_here`` and stop every rank with the first RecipeError any of them raised.
+
+    A check that reads a large file or changes a shared folder runs on one rank per node (or only rank
+    0); the ranks that skip it would otherwise wait for the failed one until the dist timeout and then
+    report a lost rank instead of the problem."""
+    problem = None
+    if run_here:
+        try:
+            check()
+        except RecipeError as err:
+            problem = str(err)
+    if dist.get_world_size() > 1:
+        problem = next((p for p in dist.all_gather_object(problem) if p is not None), None)
+    if problem is not None:
+        raise RecipeError(problem)
+
+
+def check_starting_checkpoint(cfg: TrainerConfig) -> None:
+    """A local load_path is a complete checkpoint (checked once per node: it reads the whole file); with
+    autoresume and a local save_folder, rank 0 tidies the folder and checks the checkpoint to resume
+    (:func:`~mosaicbert.training.checkpointing.prepare_autoresume`). Every rank stops on a problem."""
+    if cfg.load_path and "://" not in cfg.load_path:
+        check_on_some_ranks(lambda: check_checkpoint_file(cfg.load_path, key="load_path"),
+                            run_here=dist.get_local_rank() == 0)
+    if cfg.autoresume and "://" not in cfg.save_folder:
+        check_on_some_ranks(lambda: prepare_autoresume(cfg.save_folder, cfg.run_name),
+                            run_here=dist.get_global_rank() == 0)
 
 
 def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
@@ -121,6 +148,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     check_checkpointing(cfg)
     store_kwargs = pretraining_store_kwargs(cfg)  # s3:// URIs checked, autoresume's checkpoint found
     join_ranks(device, cfg.dist_timeout)
+    check_starting_checkpoint(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
@@ -138,8 +166,6 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
     kwargs.update(store_kwargs)
     use_atomic_checkpoint_writes()
-    if cfg.autoresume and "://" not in cfg.save_folder and dist.get_global_rank() == 0:
-        prepare_autoresume(cfg.save_folder, cfg.run_name)  # the newest complete checkpoint is latest-rank0.pt
     node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
     trainer = Trainer(
         model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
