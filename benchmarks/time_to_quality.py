@@ -20,7 +20,9 @@ model at its best learning rate.
    machine and versions) and a plot: every sweep run faint, the best of each model bold.
 
 A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretrain.DONE``,
-``<run>/finetune.DONE``) is reused, an unfinished one is started again. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
+``<run>/finetune.DONE``) is reused, an unfinished one is started again. A finished run's folder can come
+from another machine: ``metrics.jsonl`` and ``pretrain.DONE`` are what the sweep needs; without its final
+checkpoint it is not fine-tuned and reported without downstream accuracy. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
 ``--gpus``, runs go side by side, one per GPU.
 """
 
@@ -279,11 +281,20 @@ def best_of_each_model(sweep: dict[str, dict], sweep_curves: dict[str, list[dict
             for model in MODELS}
 
 
+def final_checkpoint(args, name: str) -> str:
+    return os.path.join(args.out, name, "checkpoints", "latest-rank0.pt")
+
+
+def downstream(args, name: str) -> Optional[dict]:
+    """A run's fine-tuning result; None for a run that was not fine-tuned (no final checkpoint)."""
+    if not is_done(args, name, "finetune") and not os.path.exists(final_checkpoint(args, name)):
+        return None
+    return ttq.downstream_accuracy(os.path.join(args.out, name, "finetune", "results.json"), TASK)
+
+
 def comparison(args, represented: dict[str, str], runs: dict[str, dict], run_curves: dict[str, list[dict]]) -> dict:
     """Best against best at one budget: ``ttq.compare`` over the two represented runs."""
-    rows = {model: {"curve": run_curves[name],
-                    "downstream": ttq.downstream_accuracy(os.path.join(args.out, name, "finetune", "results.json"),
-                                                          TASK)}
+    rows = {model: {"curve": run_curves[name], "downstream": downstream(args, name)}
             for model, name in represented.items()}
     summary = ttq.compare(rows, BASELINE, CANDIDATE)
     summary["settings"] = {model: {"run": name, "lr": runs[name]["lr"], "warmup": runs[name]["warmup"],
@@ -386,7 +397,13 @@ def main(argv=None) -> int:
             for name in long_runs:
                 shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
         run_stage("pretrain", long_runs, gpus, args, mds)
-    finetuned = {name: sweep[name] for name in best.values()} | long_runs
+    finetuned = {}
+    for name, run in ({name: sweep[name] for name in best.values()} | long_runs).items():
+        if is_done(args, name, "finetune") or os.path.exists(final_checkpoint(args, name)):
+            finetuned[name] = run
+        else:  # e.g. a finished run's folder brought from another machine without its checkpoint
+            print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not fine-tuned "
+                  "and its downstream accuracy is left out", flush=True)
     run_stage("finetune", finetuned, gpus, args)
     report(args, sweep, sweep_curves, best, long_runs, curves(args, long_runs))
     return 0

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -138,6 +139,20 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done earlier, reused") == 6  # 4 pretraining runs, 2 fine-tunings
     assert json.loads((out / "results.json").read_text())["sweep"] == record["sweep"]
+
+    # Run folders brought from another machine hold the metrics but not the checkpoints: the sweep and the
+    # comparison are rebuilt from them, and only runs with a final checkpoint are fine-tuned.
+    best_bert = record["best"]["bert"]
+    shutil.rmtree(out / best_bert / "checkpoints")
+    shutil.rmtree(out / best_bert / "finetune")
+    os.remove(out / best_bert / "finetune.DONE")
+    moved = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert f"{best_bert}: no final checkpoint" in moved.stdout
+    rebuilt = json.loads((out / "results.json").read_text())
+    assert rebuilt["sweep"] == record["sweep"]
+    assert rebuilt["budgets"]["3s"]["runs"]["bert"]["downstream"] is None
+    assert rebuilt["budgets"]["3s"]["runs"]["mosaicbert"]["downstream"] == comparison["runs"]["mosaicbert"]["downstream"]
 
 
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
