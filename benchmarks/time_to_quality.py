@@ -110,6 +110,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep_only", action="store_true",
                         help="stop after the sweep: print its table and each model's best setting (no long runs, "
                              "no fine-tuning, no comparison)")
+    parser.add_argument("--reuse", default=None, metavar="SUMMARY",
+                        help="a --summary JSON of an earlier sweep (e.g. benchmarks/published/"
+                             "time_to_quality_sweep.json): its runs count as finished here, from their eval curves "
+                             "(no checkpoints, so they are not fine-tuned); the recipe scaling and --eval_every_s "
+                             "must match")
     parser.add_argument("--overwrite", action="store_true", help="redo runs that finished earlier under --out")
     return parser.parse_args(argv)
 
@@ -130,6 +135,29 @@ def sweep_runs(args) -> dict[str, dict]:
 
 def is_done(args, name: str, stage: str) -> bool:
     return os.path.isfile(os.path.join(args.out, name, f"{stage}.DONE"))
+
+
+def reuse_summary(args, runs: dict[str, dict]) -> None:
+    """Runs of ``--reuse``'s summary that are in ``runs`` and not finished under ``--out`` become finished
+    run folders holding their eval curves (``metrics.jsonl``) and ``pretrain.DONE``."""
+    try:
+        with open(args.reuse) as f:
+            record = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise RecipeError(f"--reuse {args.reuse!r} could not be read as a summary JSON ({err}).") from None
+    if record.get("scaled_recipe") != SCALED or record.get("eval_every_s") != args.eval_every_s:
+        raise RecipeError(f"--reuse {args.reuse!r} was made with another setup (scaled recipe "
+                          f"{record.get('scaled_recipe')}, --eval_every_s {record.get('eval_every_s')}; here "
+                          f"{SCALED}, {args.eval_every_s:g}): its runs are not comparable with new ones.")
+    reused = [name for name in runs if name in record.get("sweep", {}) and name in record.get("curves", {})
+              and not is_done(args, name, "pretrain")]
+    for name in reused:
+        folder = os.path.join(args.out, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        ttq.write_eval_log(record["curves"][name], os.path.join(folder, "metrics.jsonl"))
+        open(os.path.join(folder, "pretrain.DONE"), "w").close()
+    print(f"[ttq] reusing {len(reused)} finished run(s) from {args.reuse}: {', '.join(reused) or 'none'}", flush=True)
 
 
 def prepare_data(args) -> str:
@@ -375,6 +403,11 @@ def main(argv=None) -> int:
     if args.overwrite:
         for name in sweep:
             shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
+    if args.reuse and args.overwrite:
+        raise RecipeError("--reuse counts an earlier sweep's runs as finished and --overwrite redoes finished runs: "
+                          "give one of them.")
+    if args.reuse:
+        reuse_summary(args, sweep)
     mds = prepare_data(args)
     run_stage("pretrain", sweep, gpus, args, mds)
     sweep_curves = curves(args, sweep)

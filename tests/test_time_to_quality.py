@@ -58,6 +58,13 @@ def test_eval_curve_pairs_each_evaluation_with_the_training_clock(tmp_path):
     assert pareto.eval_curve(str(log)) == [{"step": 2, "seconds": 1.0, "loss": 8.0, "accuracy": 0.1}]
 
 
+def test_an_eval_log_written_from_a_curve_reads_back_as_that_curve(tmp_path):
+    curve = [{"step": 10, "seconds": 15.2, "loss": 6.9, "accuracy": 0.05},
+             {"step": 21, "seconds": 30.1, "loss": 5.5, "accuracy": 0.2}]
+    pareto.write_eval_log(curve, str(tmp_path / "metrics.jsonl"))
+    assert pareto.eval_curve(str(tmp_path / "metrics.jsonl")) == curve
+
+
 def test_a_run_without_the_time_budget_is_named(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text(json.dumps({"step": 2, "metrics/eval/LanguageCrossEntropy": 8.0}) + "\n")
@@ -153,6 +160,19 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert rebuilt["sweep"] == record["sweep"]
     assert rebuilt["budgets"]["3s"]["runs"]["bert"]["downstream"] is None
     assert rebuilt["budgets"]["3s"]["runs"]["mosaicbert"]["downstream"] == comparison["runs"]["mosaicbert"]["downstream"]
+
+    # A published summary continues the sweep elsewhere: its runs count as finished in a new --out.
+    elsewhere = [*command[:command.index("--out") + 1], str(tmp_path / "elsewhere"),
+                 *command[command.index("--out") + 2:], "--reuse", str(tmp_path / "published.json")]
+    reused = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert "reusing 4 finished run(s)" in reused.stdout and "trained |" not in reused.stderr
+    again_elsewhere = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
+    assert again_elsewhere["sweep"] == record["sweep"] and again_elsewhere["best"] == record["best"]
+    assert all(r["downstream"] is None for r in again_elsewhere["budgets"]["3s"]["runs"].values())
+    mismatched = subprocess.run([*elsewhere, "--eval_every_s", "2"], capture_output=True, text=True, timeout=120,
+                                env=env, cwd=tmp_path)
+    assert mismatched.returncode == 2 and "was made with another setup" in mismatched.stderr, mismatched.stderr[-2000:]
 
 
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):

@@ -3,7 +3,8 @@
 ``benchmarks/time_to_quality.py`` runs the experiment; this module turns its files into the comparison:
 
 * :func:`eval_curve` reads ``(training seconds, eval loss, eval masked accuracy)`` points from a run's
-  JSON-lines metrics log (``time/train_seconds`` comes from the ``time_budget`` callback);
+  JSON-lines metrics log (``time/train_seconds`` comes from the ``time_budget`` callback), and
+  :func:`write_eval_log` writes such a log back from the points;
 * :func:`time_to_reach` is when a curve first reaches a loss, interpolating linearly between evaluations;
 * :func:`best_run` picks a sweep's representative (lowest final eval loss);
 * :func:`compare` builds the summary record, :func:`markdown` the table, and
@@ -50,6 +51,16 @@ def eval_curve(metrics_path: str) -> list[dict[str, float]]:
     return [{"step": step, "seconds": clock[step], "loss": values.get("loss", math.nan),
              "accuracy": values.get("accuracy", math.nan)}
             for step, values in sorted(evals.items()) if step in clock]
+
+
+def write_eval_log(curve: Sequence[Mapping[str, float]], metrics_path: str) -> None:
+    """A metrics log holding only ``curve``'s evaluations and their clock, which :func:`eval_curve` reads
+    back as ``curve``: how a run published as a summary becomes a finished run again."""
+    with open(metrics_path, "w") as f:
+        for point in curve:
+            f.write(json.dumps({"step": point["step"], CLOCK_KEY: point["seconds"]}) + "\n")
+            f.write(json.dumps({"step": point["step"], LOSS_KEY: point["loss"], ACCURACY_KEY: point["accuracy"]})
+                    + "\n")
 
 
 def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float) -> Optional[float]:
