@@ -22,8 +22,9 @@ model at its best learning rate.
 A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretrain.DONE``,
 ``<run>/finetune.DONE``) is reused, an unfinished one is started again. A finished run's folder can come
 from another machine: ``metrics.jsonl`` and ``pretrain.DONE`` are what the sweep needs; without its final
-checkpoint it is not fine-tuned and reported without downstream accuracy. ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs in
-``--gpus``, runs go side by side, one per GPU.
+checkpoint it is not fine-tuned and reported without downstream accuracy (``--reuse`` makes such folders
+from a published summary). ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs
+in ``--gpus``, runs go side by side, one per GPU.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def finetune_command(name: str, run: dict, args) -> list[str]:
 
 def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Optional[str] = None) -> None:
     """Runs ``stage`` (pretrain | finetune) of every run not done yet, one per GPU at a time (in turn
-    without GPUs; with ``--finetune_jobs_per_gpu`` > 1 the models' fine-tunings share each GPU). A pretraining run shows its training clock; a failure shows its log's end and stops."""
+    without GPUs; with ``--finetune_jobs_per_gpu`` > 1 the models' fine-tunings share each GPU). A
+    pretraining run shows its training clock; a failure shows its log's end and stops."""
     todo = [name for name in runs if not is_done(args, name, stage)]
     for name in runs:
         if name not in todo:
@@ -313,9 +315,15 @@ def final_checkpoint(args, name: str) -> str:
     return os.path.join(args.out, name, "checkpoints", "latest-rank0.pt")
 
 
+def can_finetune(args, name: str) -> bool:
+    """Fine-tuned already, or has the final checkpoint to fine-tune (a run folder brought from another
+    machine, or made by --reuse, has none)."""
+    return is_done(args, name, "finetune") or os.path.exists(final_checkpoint(args, name))
+
+
 def downstream(args, name: str) -> Optional[dict]:
-    """A run's fine-tuning result; None for a run that was not fine-tuned (no final checkpoint)."""
-    if not is_done(args, name, "finetune") and not os.path.exists(final_checkpoint(args, name)):
+    """A run's fine-tuning result; None for a run that could not be fine-tuned."""
+    if not can_finetune(args, name):
         return None
     return ttq.downstream_accuracy(os.path.join(args.out, name, "finetune", "results.json"), TASK)
 
@@ -400,12 +408,12 @@ def main(argv=None) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else visible_gpu_ids()
     os.makedirs(args.out, exist_ok=True)
     sweep = sweep_runs(args)
-    if args.overwrite:
-        for name in sweep:
-            shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
     if args.reuse and args.overwrite:
         raise RecipeError("--reuse counts an earlier sweep's runs as finished and --overwrite redoes finished runs: "
                           "give one of them.")
+    if args.overwrite:
+        for name in sweep:
+            shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
     if args.reuse:
         reuse_summary(args, sweep)
     mds = prepare_data(args)
@@ -432,9 +440,9 @@ def main(argv=None) -> int:
         run_stage("pretrain", long_runs, gpus, args, mds)
     finetuned = {}
     for name, run in ({name: sweep[name] for name in best.values()} | long_runs).items():
-        if is_done(args, name, "finetune") or os.path.exists(final_checkpoint(args, name)):
+        if can_finetune(args, name):
             finetuned[name] = run
-        else:  # e.g. a finished run's folder brought from another machine without its checkpoint
+        else:
             print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not fine-tuned "
                   "and its downstream accuracy is left out", flush=True)
     run_stage("finetune", finetuned, gpus, args)

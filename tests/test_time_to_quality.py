@@ -173,6 +173,11 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     mismatched = subprocess.run([*elsewhere, "--eval_every_s", "2"], capture_output=True, text=True, timeout=120,
                                 env=env, cwd=tmp_path)
     assert mismatched.returncode == 2 and "was made with another setup" in mismatched.stderr, mismatched.stderr[-2000:]
+    # --reuse with --overwrite is refused before anything is removed.
+    both = subprocess.run([*elsewhere, "--overwrite"], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert both.returncode == 2 and "give one of them" in both.stderr, both.stderr[-2000:]
+    assert all((tmp_path / "elsewhere" / name / "pretrain.DONE").is_file() for name in record["sweep"])
 
 
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
