@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from mosaicbert.errors import describe
+from mosaicbert.training.step_profile import kernel_times
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"mosaic_bert": "yamls/mosaicbert-base.yaml", "hf_bert": "yamls/bert-base.yaml"}
@@ -263,10 +264,8 @@ def profile(step, batches, args):
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
-        kernels = [(event.name, event.self_device_time_total) for event in prof.key_averages()
-                   if event.device_type == torch.autograd.DeviceType.CUDA]
         print("\nkernel time per step, grouped (all kernels):")
-        for label, ms in group_kernel_times(kernels, steps=5).items():
+        for label, ms in group_kernel_times(kernel_times(prof.key_averages()), steps=5).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
 
 

@@ -12,6 +12,7 @@ from composer.core import Callback
 
 from mosaicbert.config import load_config
 from mosaicbert.errors import RecipeError
+from mosaicbert.training.step_profile import StepProfile
 from mosaicbert.training.trainer import build_pretraining_trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,10 +226,11 @@ def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     (the profiled batches' time divided by their number), the host operations include the model's matmuls,
     and the Chrome trace is written. (On CPU there are no GPU columns.)"""
     trace = tmp_path / "trace-{rank}.json"
-    overrides = tiny_overrides(tiny_mds, str(tmp_path / "run"), **{"callbacks.step_profile.skip": 2, "callbacks.step_profile.batches": 3,
-                                  "callbacks.step_profile.trace_path": str(trace)})
+    overrides = tiny_overrides(tiny_mds, str(tmp_path / "run"), **{
+        "callbacks.step_profile.skip": 2, "callbacks.step_profile.batches": 3,
+        "callbacks.step_profile.trace_path": str(trace)})
     trainer = build_pretraining_trainer(load_config(DEMO, overrides))
-    profile = next(cb for cb in trainer.state.callbacks if type(cb).__name__ == "StepProfile")
+    profile = next(cb for cb in trainer.state.callbacks if isinstance(cb, StepProfile))
     trainer.fit()
     trainer.close()
     summary = profile.summary

@@ -116,7 +116,7 @@ def check_time_budget_section(kwargs: dict, where: str = "callbacks.time_budget"
 
 
 def check_step_profile_section(kwargs: dict, where: str = "callbacks.step_profile") -> None:
-    check_step_profile(**{k: v for k, v in kwargs.items() if k != "trace_path"}, where=where)
+    check_step_profile(**{k: kwargs[k] for k in ("skip", "batches", "top") if k in kwargs}, where=where)
     if kwargs.get("trace_path"):
         check_folder_can_be_made(os.path.dirname(kwargs["trace_path"]) or ".", f"{where}.trace_path")
 

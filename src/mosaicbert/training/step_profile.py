@@ -25,8 +25,7 @@ from composer.utils import dist
 from ..errors import RecipeError
 
 
-def check_step_profile(skip: int = 20, batches: int = 5, top: int = 12, trace_path: Optional[str] = None,
-                       where: str = "callbacks.step_profile") -> None:
+def check_step_profile(skip: int = 20, batches: int = 5, top: int = 12, where: str = "callbacks.step_profile") -> None:
     for name, value, least in (("skip", skip, 0), ("batches", batches, 1), ("top", top, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise RecipeError(f"{where}.{name}={value!r}: give a whole number of at least {least}.")
@@ -36,7 +35,7 @@ class StepProfile(Callback):
     """Profiles training batches ``skip`` .. ``skip + batches - 1`` (0-based) and prints the summary."""
 
     def __init__(self, skip: int = 20, batches: int = 5, top: int = 12, trace_path: Optional[str] = None):
-        check_step_profile(skip, batches, top, trace_path)
+        check_step_profile(skip, batches, top)
         self.skip, self.batches, self.top, self.trace_path = skip, batches, top, trace_path
         self._profiler: Optional[torch.profiler.profile] = None
         self._started = 0.0
@@ -75,19 +74,17 @@ class StepProfile(Callback):
             self._profiler = None
 
 
-def _device_time(event) -> float:
-    """Self device time in microseconds (the attribute's name changed across torch versions)."""
-    for name in ("self_device_time_total", "self_cuda_time_total"):
-        if hasattr(event, name):
-            return float(getattr(event, name))
-    return 0.0
+def kernel_times(averages) -> list[tuple[str, float]]:
+    """``(name, self microseconds)`` of every GPU kernel and copy in a profiler's ``key_averages()``: self
+    time, so each kernel counts once and not again inside every region that encloses it."""
+    return [(e.key, e.self_device_time_total) for e in averages
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
 
 
 def summarize(profiler: torch.profiler.profile, wall_s: float, batches: int, top: int) -> dict:
     """Per-batch wall, kernel and idle milliseconds, and the longest kernels and host operations."""
     averages = profiler.key_averages()
-    kernels = [(e.key, _device_time(e) / 1e3 / batches) for e in averages if _device_time(e) > 0
-               and e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = [(name, micros / 1e3 / batches) for name, micros in kernel_times(averages)]
     host = [(e.key, e.self_cpu_time_total / 1e3 / batches) for e in averages
             if e.device_type == torch.autograd.DeviceType.CPU and e.self_cpu_time_total > 0]
     wall_ms = 1e3 * wall_s / batches
