@@ -72,6 +72,7 @@ def test_overrides_and_interpolation():
     (["scheduler.t_warmup=abc"], "scheduler.t_warmup='abc' is not a time"),
     (["scheduler.t_max=2dur"], "scheduler.t_max='2dur': a dur value is a fraction of max_duration"),
     (["scheduler.t_warmup=0"], "scheduler.t_warmup=0 needs its unit"),  # Composer parses strings only
+    (["scheduler.t_warmup=abc"], "0.5dur (a fraction of max_duration)."),  # no bare integer offered: refused
     (["scheduler.t_warmup=100ba"], "scheduler.t_warmup='100ba' counts batches but scheduler.t_max='1dur' "
                                    "(with max_duration='286720000sp') counts samples"),
     (["scheduler.t_warmup=1000sp", "callbacks.time_budget.train_seconds=60"],

@@ -102,7 +102,8 @@ def schema_fields(schema: type) -> tuple[dict[str, Any], set[str]]:
 
 
 def help_text(text: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None, also: tuple = (),
-              time_units: Optional[tuple[str, ...]] = None, zero_time: bool = False) -> dict:
+              time_units: Optional[tuple[str, ...]] = None, zero_time: bool = False, integer_epochs: bool = True
+              ) -> dict:
     """A schema field's ``metadata``: the one-line help shown for its key, and the value rules that
     :func:`check_values` applies to it.
 
@@ -111,6 +112,8 @@ def help_text(text: str, *, minimum: Optional[float] = None, maximum: Optional[f
             int minimum of 0 or 1 is worded "a non-negative / positive integer", so give floats as floats.
         time_units: the value is a Composer time with one of these units (see ``TIME_UNITS``).
         zero_time: a time of zero is allowed (a warm-up of ``0ba``); otherwise times must be positive.
+        integer_epochs: a bare integer counts as epochs (Composer's trainer times); False where Composer
+            parses only strings (schedule times).
     """
     metadata: dict[str, Any] = {"help": text}
     if minimum is not None:
@@ -118,6 +121,7 @@ def help_text(text: str, *, minimum: Optional[float] = None, maximum: Optional[f
     if time_units is not None:
         metadata["time_units"] = tuple(time_units)
         metadata["zero_time"] = zero_time
+        metadata["integer_epochs"] = integer_epochs
     return metadata
 
 
@@ -162,11 +166,14 @@ def parse_time(value: Any) -> tuple[float, str]:
     return (number if unit == "dur" else int(number)), unit
 
 
-def check_time(value: Any, where: str, units: tuple[str, ...] = INTERVAL_UNITS, zero: bool = False) -> None:
+def check_time(value: Any, where: str, units: tuple[str, ...] = INTERVAL_UNITS, zero: bool = False,
+               integer_epochs: bool = True) -> None:
     """``value`` is a Composer time: ``<number><unit>`` with a unit of ``units``, or an int (epochs) when
-    epochs are allowed. Positive (or zero with ``zero``); a ``dur`` fraction at most 1. A RecipeError
-    names ``where`` and the accepted forms otherwise."""
-    accepted = accepted_times(units)
+    epochs are allowed and ``integer_epochs``. Positive (or zero with ``zero``); a ``dur`` fraction at most
+    1. A RecipeError names ``where`` and the accepted forms otherwise."""
+    accepted = accepted_times(units, integer_epochs)
+    if not integer_epochs and not isinstance(value, str):
+        raise RecipeError(f"{where}={value!r} needs its unit. Use one of: {accepted}.")
     try:
         number, unit = parse_time(value)
     except (ValueError, OverflowError) as err:
@@ -223,4 +230,4 @@ def check_values(given: dict, schema: type, where: str = "") -> None:
             minimum, maximum, also = f.metadata["range"]
             check_range(value, key, minimum, maximum, also)
         if "time_units" in f.metadata:
-            check_time(value, key, f.metadata["time_units"], f.metadata["zero_time"])
+            check_time(value, key, f.metadata["time_units"], f.metadata["zero_time"], f.metadata["integer_epochs"])

@@ -48,7 +48,7 @@ class TaskHParams:
     betas: Optional[list[float]] = dataclasses.field(default=None, metadata=help_text("optimizer.betas."))
     eps: Optional[float] = dataclasses.field(default=None, metadata=help_text("optimizer.eps."))
     warmup: Optional[str] = dataclasses.field(default=None, metadata=help_text(
-        "scheduler.t_warmup, e.g. 0.06dur.", time_units=INTERVAL_UNITS, zero_time=True))
+        "scheduler.t_warmup, e.g. 0.06dur.", time_units=INTERVAL_UNITS, zero_time=True, integer_epochs=False))
     alpha_f: Optional[float] = dataclasses.field(default=None, metadata=help_text(
         "scheduler.alpha_f: final lr as a fraction of the peak."))
     batch_size: Optional[int] = dataclasses.field(default=None, metadata=help_text(
