@@ -55,6 +55,12 @@ HOW_TO_CONNECT = ("Set S3_ENDPOINT_URL to the store's address for an S3-compatib
                   "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to its keys")
 
 
+def run_save_folder(save_folder: Optional[str], run_name: Optional[str]) -> Optional[str]:
+    """``save_folder`` with ``{run_name}`` (and Composer's other placeholders) filled in as Composer fills
+    them; unchanged without a run name."""
+    return format_name_with_dist(save_folder, run_name) if save_folder and run_name else save_folder
+
+
 def is_s3(path: Optional[str]) -> bool:
     return isinstance(path, str) and path.lower().startswith("s3://")
 
@@ -329,7 +335,7 @@ def pretraining_store_kwargs(cfg) -> dict:
             check_data_remote(remote, split, f"{name}.remote", s3)
     kwargs: dict = {}
     if is_s3(cfg.save_folder):
-        folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.run_name else cfg.save_folder
+        folder = run_save_folder(cfg.save_folder, cfg.run_name)
         check_bucket(folder, "save_folder", s3)
         if cfg.autoresume:
             kwargs.update(autoresume=False, save_overwrite=True)

@@ -29,11 +29,10 @@ import os
 from typing import Any, Optional
 
 import composer.utils.checkpoint as composer_checkpoint
-from composer.utils import format_name_with_dist
 
 from ..checkpoints import check_checkpoint_file
 from ..errors import RecipeError
-from ..object_store import CHECKPOINT_NAME
+from ..object_store import CHECKPOINT_NAME, run_save_folder
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:
     points at is checked to be complete (:func:`~mosaicbert.checkpoints.check_checkpoint_file`).
     Returns that checkpoint's path, or None when there is none (or ``latest-rank0.pt`` is a regular
     file, which Composer downloads from an object store and is left to it)."""
-    folder = format_name_with_dist(save_folder, run_name)
+    folder = run_save_folder(save_folder, run_name)
     if not os.path.isdir(folder):
         return None
     checkpoints = {}
@@ -137,25 +136,25 @@ def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:
                 os.remove(os.path.join(folder, name))
             except FileNotFoundError:
                 pass
-        elif checkpoint_batch(name) is not None and os.path.isfile(os.path.join(folder, name)):
-            checkpoints[name] = checkpoint_batch(name)
+        elif (batch := checkpoint_batch(name)) is not None and os.path.isfile(os.path.join(folder, name)):
+            checkpoints[name] = batch
     if not checkpoints:
         return None
     newest = max(checkpoints, key=checkpoints.get)
     latest = os.path.join(folder, LATEST_NAME)
     if os.path.exists(latest) and not os.path.islink(latest):
         return None  # a file (Composer's download of an object-store latest checkpoint): Composer's to use
-    if not (os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(os.path.join(folder, newest))):
-        log.info("Pointing %s at %s, the newest complete checkpoint", latest, newest)
-        staged = os.path.join(folder, f"{PARTIAL_PREFIX}{os.getpid()}-{LATEST_NAME}")
-        os.symlink(newest, staged)
-        os.replace(staged, latest)  # atomic: the link is never missing
-        _fsync(folder)
     path = os.path.join(folder, newest)
-    try:
+    try:  # before the link is pointed at it
         check_checkpoint_file(path)
     except RecipeError as err:
         raise RecipeError(f"autoresume: the newest checkpoint of run {run_name!r} is not usable. {err} If it was "
                           "written by an older version of this recipe (which wrote checkpoints in place), delete it: "
                           "autoresume then continues from the checkpoint before it.") from None
+    if not (os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(path)):
+        log.info("Pointing %s at %s, the newest complete checkpoint", latest, newest)
+        staged = os.path.join(folder, f"{PARTIAL_PREFIX}{os.getpid()}-{LATEST_NAME}")
+        os.symlink(newest, staged)
+        os.replace(staged, latest)  # atomic: the link is never missing
+        _fsync(folder)
     return path

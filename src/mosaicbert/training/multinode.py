@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch.distributed
-from composer.utils import dist, format_name_with_dist
+from composer.utils import dist
 
 from ..errors import describe
+from ..object_store import run_save_folder
 
 if TYPE_CHECKING:
     from ..config import TrainerConfig
@@ -76,7 +77,7 @@ def explain_lost_ranks(cfg: TrainerConfig) -> Iterator[None]:
     except Exception as err:
         if dist.get_world_size() < 2 or not is_lost_rank_error(err):
             raise
-        folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.save_folder and cfg.run_name else cfg.save_folder
+        folder = run_save_folder(cfg.save_folder, cfg.run_name)
         if cfg.autoresume:
             resume = (f"Relaunch every node with the same command: autoresume=true continues from the latest "
                       f"checkpoint in {folder}, if there is one.")

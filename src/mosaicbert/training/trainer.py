@@ -7,13 +7,13 @@ from typing import Callable, Optional
 
 import torch
 from composer import Trainer
-from composer.utils import dist, format_name_with_dist, reproducibility
+from composer.utils import dist, reproducibility
 
 from .. import registry
 from ..checkpoints import check_checkpoint_file
 from ..config import PretrainConfig, TrainerConfig, to_dict
 from ..errors import RecipeError
-from ..object_store import pretraining_store_kwargs
+from ..object_store import pretraining_store_kwargs, run_save_folder
 from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
@@ -70,7 +70,7 @@ def check_checkpointing(cfg: TrainerConfig) -> None:
         raise RecipeError("autoresume=true needs save_folder and a fixed run_name (it looks for "
                           "<save_folder>/latest-rank0.pt of that run). Set both, or autoresume=false.")
     if cfg.save_folder and "://" not in cfg.save_folder:
-        folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.run_name else cfg.save_folder
+        folder = run_save_folder(cfg.save_folder, cfg.run_name)
         check_folder_can_be_made(folder, f"save_folder={cfg.save_folder!r}")
 
 
