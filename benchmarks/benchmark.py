@@ -251,12 +251,15 @@ def group_kernel_times(kernels, steps: int) -> dict[str, float]:
     return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
+PROFILE_STEPS = 5
+
+
 def profile(step, batches, args):
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
-        for i in range(5):
+        for i in range(PROFILE_STEPS):
             step(batches[i % len(batches)])
         if args.device == "cuda":
             torch.cuda.synchronize()
@@ -265,7 +268,7 @@ def profile(step, batches, args):
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
         print("\nkernel time per step, grouped (all kernels):")
-        for label, ms in group_kernel_times(kernel_times(prof.key_averages()), steps=5).items():
+        for label, ms in group_kernel_times(kernel_times(prof.key_averages()), steps=PROFILE_STEPS).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
 
 
