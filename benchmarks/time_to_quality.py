@@ -23,8 +23,9 @@ A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretra
 ``<run>/finetune.DONE``) is reused, an unfinished one is started again. A finished run's folder can come
 from another machine: ``metrics.jsonl`` and ``pretrain.DONE`` are what the sweep needs; without its final
 checkpoint it is not fine-tuned and reported without downstream accuracy (``--reuse`` makes such folders
-from a published summary). ``--overwrite`` redoes every run (the MDS folder is kept). With several GPUs
-in ``--gpus``, runs go side by side, one per GPU.
+from a published summary). ``--report_only`` trains nothing and tabulates what has finished, naming the
+runs that have not (a sweep run in pieces). ``--overwrite`` redoes every run (the MDS folder is kept). With
+several GPUs in ``--gpus``, runs go side by side, one per GPU.
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep_only", action="store_true",
                         help="stop after the sweep: print its table and each model's best setting (no long runs, "
                              "no fine-tuning, no comparison)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: tabulate the sweep runs finished under --out (and --reuse's) as "
+                             "--sweep_only does, and list the unfinished ones with how far their eval curve got "
+                             "(a sweep run in pieces, or cut short)")
     parser.add_argument("--reuse", default=None, metavar="SUMMARY",
                         help="a --summary JSON of an earlier sweep (e.g. benchmarks/published/"
                              "time_to_quality_sweep.json): its runs count as finished here, from their eval curves "
@@ -349,6 +354,31 @@ def sweep_table(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], bes
     return "\n".join(lines) + "\n"
 
 
+def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, dict]] = None) -> dict:
+    """The sweep's table and each model's best run (``<out>/sweep.json``, ``--summary``); ``unfinished``
+    runs are listed with the eval curve they got to, outside the sweep (a later ``--reuse`` trains them)."""
+    sweep_curves = curves(args, sweep)
+    best = best_of_each_model(sweep, sweep_curves)
+    record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
+              "best": best, "curves": sweep_curves}
+    table = sweep_table(sweep, sweep_curves, best)
+    if unfinished:
+        record["unfinished"] = {}
+        for name, run in unfinished.items():
+            metrics = os.path.join(args.out, name, "metrics.jsonl")
+            partial = ttq.eval_curve(metrics) if os.path.isfile(metrics) else []
+            record["unfinished"][name] = {**run, "curve": partial}
+            reached = (f"eval loss {partial[-1]['loss']:.4f} at {partial[-1]['seconds']:.0f} s (step "
+                       f"{partial[-1]['step']})" if partial else "no evaluation")
+            table += f"\nUnfinished, left out of the sweep: {name} ({reached}).\n"
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    if args.summary:
+        write_summary(args, record)
+    print("\n" + table, flush=True)
+    return record
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
@@ -411,25 +441,29 @@ def main(argv=None) -> int:
     if args.reuse and args.overwrite:
         raise RecipeError("--reuse counts an earlier sweep's runs as finished and --overwrite redoes finished runs: "
                           "give one of them.")
+    if args.report_only and args.overwrite:
+        raise RecipeError("--report_only tabulates the runs under --out and --overwrite removes them: give one of them.")
     if args.overwrite:
         for name in sweep:
             shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
     if args.reuse:
         reuse_summary(args, sweep)
+    if args.report_only:
+        finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
+        unfinished = {name: run for name, run in sweep.items() if name not in finished}
+        missing = sorted(set(MODELS) - {run["model"] for run in finished.values()})
+        if missing:
+            raise RecipeError(f"--report_only: no finished sweep run of {', '.join(missing)} under {args.out!r} (a "
+                              "finished run's folder has pretrain.DONE). Train one first, or --reuse a summary.")
+        report_sweep(args, finished, unfinished)
+        return 0
     mds = prepare_data(args)
     run_stage("pretrain", sweep, gpus, args, mds)
+    if args.sweep_only:
+        report_sweep(args, sweep)
+        return 0
     sweep_curves = curves(args, sweep)
     best = best_of_each_model(sweep, sweep_curves)
-    if args.sweep_only:
-        table = sweep_table(sweep, sweep_curves, best)
-        record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
-                  "best": best, "curves": sweep_curves}
-        with open(os.path.join(args.out, "sweep.json"), "w") as f:
-            json.dump(record, f, indent=2)
-        if args.summary:
-            write_summary(args, record)
-        print("\n" + table, flush=True)
-        return 0
     long_runs = {}
     if args.long_budget_s > 0:
         long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):

@@ -179,6 +179,23 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert both.returncode == 2 and "give one of them" in both.stderr, both.stderr[-2000:]
     assert all((tmp_path / "elsewhere" / name / "pretrain.DONE").is_file() for name in record["sweep"])
 
+    # --report_only trains nothing: a run that did not finish (no pretrain.DONE; say the machine went away)
+    # is named with how far it got and left out of the sweep and the choice of the best.
+    cut = next(name for name in record["sweep"] if name != record["best"]["bert"] and name.startswith("bert"))
+    os.remove(tmp_path / "elsewhere" / cut / "pretrain.DONE")
+    without_reuse = elsewhere[:elsewhere.index("--reuse")]  # --reuse would fill the cut run in again
+    report = subprocess.run([*without_reuse, "--report_only", "--summary", str(tmp_path / "report.json")],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "trained |" not in report.stderr and f"Unfinished, left out of the sweep: {cut}" in report.stdout
+    reported = json.loads((tmp_path / "report.json").read_text())
+    assert set(reported["sweep"]) == set(record["sweep"]) - {cut} and reported["best"] == record["best"]
+    assert reported["unfinished"][cut]["curve"] == record["curves"][cut] and reported["unfinished"][cut]["lr"] == record["sweep"][cut]["lr"]
+    refused = subprocess.run([*without_reuse, "--report_only", "--overwrite"], capture_output=True, text=True,
+                             timeout=120, env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "--report_only tabulates" in refused.stderr, refused.stderr[-2000:]
+    assert (tmp_path / "elsewhere" / record["best"]["bert"] / "pretrain.DONE").is_file()
+
 
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
     """The script converts into <out>/mds itself: a folder left there without its index is its own earlier,
