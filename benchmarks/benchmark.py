@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mosaicbert.errors import describe
-from mosaicbert.training.step_profile import kernel_times
+from mosaicbert.training.step_profile import device_events, kernel_times
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"mosaic_bert": "yamls/mosaicbert-base.yaml", "hf_bert": "yamls/bert-base.yaml"}
@@ -268,7 +268,7 @@ def profile(step, batches, args):
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
         print("\nkernel time per step, grouped (all kernels):")
-        for label, ms in group_kernel_times(kernel_times(prof.key_averages()), steps=PROFILE_STEPS).items():
+        for label, ms in group_kernel_times(kernel_times(device_events(prof.events())), steps=PROFILE_STEPS).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
 
 
