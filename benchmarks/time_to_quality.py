@@ -12,7 +12,9 @@ model at its best learning rate.
    budget); each keeps its own masking rate (BERT 15%, MosaicBERT 30%); both are evaluated on the val
    split at 15% masking every ``--eval_every_s`` seconds of training.
 3. Each model is represented by its sweep run with the lowest final eval loss. With ``--long_budget_s``,
-   those two settings are trained again for that longer budget.
+   those two settings are trained again for that longer budget. With ``--retrain_best``, a best run that
+   has no final checkpoint (reused from a summary) is trained again at the sweep's budget, as
+   ``<run>-again``, and that run stands for the model at that budget.
 4. Fine-tunes each represented run's final checkpoint on a sentiment task (``yamls/glue/sentiment.yaml``,
    3 seeds) and prints best against best for each budget: final eval loss and masked accuracy, when
    MosaicBERT reaches BERT's final eval loss, downstream accuracy.
@@ -112,6 +114,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep_only", action="store_true",
                         help="stop after the sweep: print its table and each model's best setting (no long runs, "
                              "no fine-tuning, no comparison)")
+    parser.add_argument("--retrain_best", action="store_true",
+                        help="train each model's best sweep setting again when its run has no final checkpoint "
+                             "(it came from --reuse or another machine), as <run>-again, and compare and fine-tune "
+                             "that run at the sweep's budget (the sweep table keeps the sweep's runs)")
     parser.add_argument("--report_only", action="store_true",
                         help="train nothing: tabulate the sweep runs finished under --out (and --reuse's) as "
                              "--sweep_only does, and list the unfinished ones with how far their eval curve got "
@@ -401,9 +407,12 @@ def write_summary(args, record: dict) -> None:
         json.dump(published, f, indent=1)
 
 
-def report(args, sweep, sweep_curves, best, long_runs, long_curves) -> dict:
+def report(args, sweep, sweep_curves, best, represented, represented_runs, long_runs, long_curves) -> dict:
+    """``represented``: model -> the run compared at the sweep budget (its best, or that setting trained
+    again by --retrain_best), ``represented_runs`` their settings."""
     labels = {name: label for name, (_, label) in MODELS.items()}
-    budgets = {f"{args.budget_s:g}s": comparison(args, best, sweep, sweep_curves)}
+    again_curves = curves(args, {name: run for name, run in represented_runs.items() if name not in sweep})
+    budgets = {f"{args.budget_s:g}s": comparison(args, represented, represented_runs, {**sweep_curves, **again_curves})}
     if long_runs:
         long_best = {run["model"]: name for name, run in long_runs.items()}
         budgets[f"{args.long_budget_s:g}s"] = comparison(args, long_best, long_runs, long_curves)
@@ -413,13 +422,13 @@ def report(args, sweep, sweep_curves, best, long_runs, long_curves) -> dict:
         parts += [f"\n## Best against best, {budget} of training each ({settings})\n", ttq.markdown(summary, labels)]
     table = "".join(parts)
     plot = args.plot or os.path.join(args.out, "time_to_quality.png")
-    faint = {name: sweep_curves[name] for name in sweep if name not in best.values()}
+    faint = {name: sweep_curves[name] for name in sweep if name not in represented.values()}
     bold = {f"{labels[model]}, {budget}": budgets[budget]["runs"][model]["curve"]
             for budget in budgets for model in MODELS}
     plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
                          target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
     record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
-              "best": best, "budgets": budgets, "curves": {**sweep_curves, **long_curves}}
+              "best": best, "budgets": budgets, "curves": {**sweep_curves, **again_curves, **long_curves}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(record, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -464,6 +473,17 @@ def main(argv=None) -> int:
         return 0
     sweep_curves = curves(args, sweep)
     best = best_of_each_model(sweep, sweep_curves)
+    # The sweep budget's comparison: each model's best run, or with --retrain_best a fresh run of its setting
+    # where the best has no checkpoint to fine-tune.
+    represented = dict(best)
+    if args.retrain_best:
+        again = {f"{name}-again": sweep[name] for name in best.values() if not can_finetune(args, name)}
+        if args.overwrite:
+            for name in again:
+                shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
+        run_stage("pretrain", again, gpus, args, mds)
+        represented = {model: f"{name}-again" if f"{name}-again" in again else name for model, name in best.items()}
+    represented_runs = {name: sweep[best[model]] for model, name in represented.items()}
     long_runs = {}
     if args.long_budget_s > 0:
         long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):
@@ -473,14 +493,14 @@ def main(argv=None) -> int:
                 shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
         run_stage("pretrain", long_runs, gpus, args, mds)
     finetuned = {}
-    for name, run in ({name: sweep[name] for name in best.values()} | long_runs).items():
+    for name, run in (represented_runs | long_runs).items():
         if can_finetune(args, name):
             finetuned[name] = run
         else:
             print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not fine-tuned "
                   "and its downstream accuracy is left out", flush=True)
     run_stage("finetune", finetuned, gpus, args)
-    report(args, sweep, sweep_curves, best, long_runs, curves(args, long_runs))
+    report(args, sweep, sweep_curves, best, represented, represented_runs, long_runs, curves(args, long_runs))
     return 0
 
 

@@ -170,6 +170,18 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     again_elsewhere = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
     assert again_elsewhere["sweep"] == record["sweep"] and again_elsewhere["best"] == record["best"]
     assert all(r["downstream"] is None for r in again_elsewhere["budgets"]["3s"]["runs"].values())
+    # --retrain_best trains the best settings again (their reused runs have no checkpoint) and compares and
+    # fine-tunes those runs; the sweep table keeps the sweep's runs.
+    retrained = subprocess.run([*elsewhere, "--retrain_best"], capture_output=True, text=True, timeout=600, env=env,
+                               cwd=tmp_path)
+    assert retrained.returncode == 0, retrained.stdout[-3000:] + retrained.stderr[-3000:]
+    with_again = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
+    assert with_again["sweep"] == record["sweep"] and with_again["best"] == record["best"]
+    for model in ("bert", "mosaicbert"):
+        again = with_again["budgets"]["3s"]["runs"][model]
+        assert with_again["budgets"]["3s"]["settings"][model]["run"] == record["best"][model] + "-again"
+        assert again["downstream"]["n"] == 2 and again["curve"] == with_again["curves"][record["best"][model] + "-again"]
+        assert 3.0 <= again["curve"][-1]["seconds"] < 4.5
     mismatched = subprocess.run([*elsewhere, "--eval_every_s", "2"], capture_output=True, text=True, timeout=120,
                                 env=env, cwd=tmp_path)
     assert mismatched.returncode == 2 and "was made with another setup" in mismatched.stderr, mismatched.stderr[-2000:]
