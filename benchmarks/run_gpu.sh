@@ -9,8 +9,9 @@
 #                    backend, seq 128 x 256 and seq 512 x 64, full rows and rows of uniform length
 #   profile          benchmark.py --profile: the kernel table of MosaicBERT's step (seq 128, full rows)
 #   microbench       microbench.py: attention layouts and the GeGLU block, per layer
-#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128)
-#                    for 60 steps, then benchmark.py on the same batches
+#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128;
+#                    MAIN_MICROBATCHES="128 256 512" runs it at each) for 60 steps, then benchmark.py on
+#                    the same batches
 #   main-profile     main.py at that shape with callbacks.step_profile over batches 30-34: wall time per
 #                    batch against GPU busy time, the longest kernels and host operations
 #   scaling          scaling.py at 1 .. all visible GPUs
@@ -107,15 +108,17 @@ for task in "$@"; do
       echo "microbench: exit $?"; grep "^|" "$out/microbench.log";;
     main)
       mds
-      rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
-      # shellcheck disable=SC2086
-      python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
-          eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size=128 \
-          max_duration=60ba callbacks.speed_monitor.window_size=30 progress_bar=false \
-          loggers.jsonl.path="$out/main-metrics.jsonl" ${MAIN_SET:-} > "$out/main.log" 2>&1
-      echo "main.py: exit $?"
-      python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --steps 60 --warmup 30 --out "$work/main-table" \
-          --from_metrics "1=$out/main-metrics.jsonl" | tail -n 4
+      for mb in ${MAIN_MICROBATCHES:-128}; do
+        rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
+        # shellcheck disable=SC2086
+        python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
+            eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size="$mb" \
+            max_duration=60ba callbacks.speed_monitor.window_size=30 progress_bar=false \
+            loggers.jsonl.path="$out/main-mb$mb-metrics.jsonl" ${MAIN_SET:-} > "$out/main-mb$mb.log" 2>&1
+        echo "main.py, microbatch $mb: exit $?"
+        python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --steps 60 --warmup 30 --out "$work/main-table" \
+            --from_metrics "1=$out/main-mb$mb-metrics.jsonl" | tail -n 4
+      done
       rm -rf "$work/bench-data" && cp -r "$work/mds" "$work/bench-data"
       bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile --shapes 128x128 \
           --lengths dataset --steps 20 --warmup 8;;
