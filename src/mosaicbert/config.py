@@ -151,15 +151,20 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"Could not read recipe {path!r} ({describe(err)}). Pass a YAML text file from "
                           "yamls/.") from None
+    parsed = []  # one at a time, so that an error names its override
     for override in overrides:
         try:
-            OmegaConf.from_dotlist([override])
+            parsed.append(OmegaConf.from_dotlist([override]))
         except yaml.YAMLError as err:
             raise RecipeError(f"Override {override!r} is not valid YAML after the '=': {yaml_problem(err)}. Quote "
                               "the whole argument for the shell and close every bracket, e.g. "
                               "'callbacks={speed_monitor: {window_size: 10}}'.") from None
+        except OmegaConfBaseException as err:
+            raise RecipeError(f"Override {override!r} could not be read: {str(err).splitlines()[0]}. A '${{...}}' "
+                              "is an interpolation and must be closed, e.g. 'save_folder=${variables.root}/ckpt'; "
+                              "quote the argument for the shell.") from None
     try:
-        merged = OmegaConf.merge(recipe, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(recipe, *parsed)
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
         raise RecipeError(f"Could not read {path!r} with overrides {overrides}: {err}") from None
