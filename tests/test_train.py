@@ -266,6 +266,8 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
                   ("elementwise", cuda, False, 500, 1200),     # overlaps the gemm on another stream
                   ("gemm", cuda, False, 1250, 2000),           # after a 50 us gap: launch-bound
                   ("Optimizer.step#AdamW.step", cuda, True, 0, 5000),
+                  ("microbatch#range", cpu, True, 0, 3000),      # a record_function range on the host ...
+                  ("microbatch#range", cuda, False, 0, 3000),    # ... and its GPU twin, even when not flagged
                   ("aten::mm", cpu, False, 0, 3000),
                   ("adam", cuda, False, 4000, 4500),           # after a 2 ms stall
               ]]
@@ -279,9 +281,9 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
     assert summary["idle_short_gaps_ms"] == pytest.approx(0.05) and summary["idle_stalls_ms"] == pytest.approx(2.5)
     assert summary["top_kernels"] == [("gemm", 1.75), ("elementwise", 0.7)]
 
-    trace = [{"cat": "kernel" if name != "Optimizer.step#AdamW.step" else "gpu_user_annotation", "name": name,
+    trace = [{"cat": "kernel" if "#" not in e.name else "gpu_user_annotation", "name": e.name,
               "ts": e.time_range.start, "dur": e.time_range.end - e.time_range.start}
-             for e in events if e.device_type == cuda for name in [e.name]]
+             for e in events if e.device_type == cuda]
     with gzip.open(tmp_path / "trace.json.gz", "wt") as f:
         json.dump({"traceEvents": trace}, f)
     assert step_profile.trace_device_events(str(tmp_path / "trace.json.gz")) == gpu

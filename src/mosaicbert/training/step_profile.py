@@ -85,9 +85,12 @@ SHORT_GAP_US = 100.0  # idle gaps shorter than this are launch-bound stretches, 
 def device_events(events) -> list[tuple[str, float, float]]:
     """``(name, start us, end us)`` of every GPU kernel, copy and memset in a profiler's ``events()``. Not
     the ranges that ``record_function`` (e.g. the optimizer's ``Optimizer.step#AdamW.step``) marks on the
-    GPU timeline: they span the kernels inside them and would count those twice."""
+    GPU timeline: they span the kernels inside them and would count those twice. Such a range is flagged
+    as a user annotation, and so is its host-side twin, whose name is also left out for safety."""
+    events = list(events)
+    annotated = {e.name for e in events if getattr(e, "is_user_annotation", False)}
     return [(e.name, e.time_range.start, e.time_range.end) for e in events
-            if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+            if e.device_type == torch.autograd.DeviceType.CUDA and e.name not in annotated
             and e.time_range.end > e.time_range.start]
 
 
