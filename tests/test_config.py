@@ -150,8 +150,9 @@ def test_an_override_that_is_not_yaml_is_named():
     # An interpolation left open is not a YAML error but OmegaConf's own; it is named too (not a traceback).
     with pytest.raises(RecipeError, match=r"Override 'max_duration=\$\{x' could not be read: .*must be closed"):
         load_config(BASE, ["max_duration=${x"])
-    # Overrides still apply in order, the last one winning.
+    # Overrides still apply in order, the last one winning, and a later one may address into an earlier one.
     assert load_config(BASE, ["max_duration=10ba", "max_duration=20ba"]).max_duration == "20ba"
+    assert load_config(BASE, ["optimizer.betas=[0.9,0.99]", "optimizer.betas.1=0.95"]).optimizer["betas"] == [0.9, 0.95]
 
 
 @pytest.mark.parametrize("text", ["10ba", "2ep", "1000sp", "100tok", "0.5dur", "1e3sp", "5 ba", "10BA", "0ba", "-3ba",

@@ -151,10 +151,9 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"Could not read recipe {path!r} ({describe(err)}). Pass a YAML text file from "
                           "yamls/.") from None
-    parsed = []  # one at a time, so that an error names its override
-    for override in overrides:
+    for override in overrides:  # one at a time first, so that an error names its override
         try:
-            parsed.append(OmegaConf.from_dotlist([override]))
+            OmegaConf.from_dotlist([override])
         except yaml.YAMLError as err:
             raise RecipeError(f"Override {override!r} is not valid YAML after the '=': {yaml_problem(err)}. Quote "
                               "the whole argument for the shell and close every bracket, e.g. "
@@ -164,7 +163,9 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
                               "is an interpolation and must be closed, e.g. 'save_folder=${variables.root}/ckpt'; "
                               "quote the argument for the shell.") from None
     try:
-        merged = OmegaConf.merge(recipe, *parsed)
+        # All at once: a later override may address into an earlier one (optimizer.betas=[..] then
+        # optimizer.betas.1=..), which merging them one by one would refuse.
+        merged = OmegaConf.merge(recipe, OmegaConf.from_dotlist(list(overrides)))
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
         raise RecipeError(f"Could not read {path!r} with overrides {overrides}: {err}") from None
