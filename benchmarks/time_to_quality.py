@@ -85,8 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val", nargs="+", help="validation text, same forms")
     parser.add_argument("--mds", default=None, help="an MDS folder with train/ and val/ made by convert_text.py "
                                                     "(tokenized, seq 128) to use instead of --train/--val")
-    parser.add_argument("--task_dir", required=True, help="downstream task folder with train.tsv and dev.tsv "
-                                                          "(sentence<TAB>label, as GLUE SST-2)")
+    parser.add_argument("--task_dir", default=None, help="downstream task folder with train.tsv and dev.tsv "
+                                                         "(sentence<TAB>label, as GLUE SST-2); not needed with "
+                                                         "--report_only")
     parser.add_argument("--out", default="benchmarks/out/time_to_quality", help="output folder")
     parser.add_argument("--budget_s", type=float, default=150.0, help="training seconds per sweep run (150)")
     parser.add_argument("--long_budget_s", type=float, default=0.0,
@@ -372,7 +373,10 @@ def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, di
         record["unfinished"] = {}
         for name, run in unfinished.items():
             metrics = os.path.join(args.out, name, "metrics.jsonl")
-            partial = ttq.eval_curve(metrics) if os.path.isfile(metrics) else []
+            try:
+                partial = ttq.eval_curve(metrics) if os.path.isfile(metrics) else []
+            except RecipeError:  # stopped before its training clock was first logged (e.g. while compiling)
+                partial = []
             record["unfinished"][name] = {**run, "curve": partial}
             reached = (f"eval loss {partial[-1]['loss']:.4f} at {partial[-1]['seconds']:.0f} s (step "
                        f"{partial[-1]['step']})" if partial else "no evaluation")
@@ -441,9 +445,10 @@ def report(args, sweep, sweep_curves, best, represented, represented_runs, long_
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not os.path.isfile(os.path.join(args.task_dir, "train.tsv")):
-        raise RecipeError(f"--task_dir {args.task_dir!r} has no train.tsv. Point it at a folder with train.tsv "
-                          "and dev.tsv (sentence<TAB>label).")
+    if not args.report_only and not os.path.isfile(os.path.join(args.task_dir or "", "train.tsv")):
+        given = "is missing" if args.task_dir is None else f"{args.task_dir!r} has no train.tsv"
+        raise RecipeError(f"--task_dir {given}. Point it at a folder with train.tsv and dev.tsv (sentence<TAB>label); "
+                          "only --report_only does without one.")
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else visible_gpu_ids()
     os.makedirs(args.out, exist_ok=True)
     sweep = sweep_runs(args)
@@ -454,7 +459,8 @@ def main(argv=None) -> int:
         raise RecipeError("--report_only tabulates the runs under --out and --overwrite removes them: give one of them.")
     if args.overwrite:
         for name in sweep:
-            shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
+            for folder in (name, f"{name}-again"):
+                shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
     if args.reuse:
         reuse_summary(args, sweep)
     if args.report_only:
@@ -478,9 +484,6 @@ def main(argv=None) -> int:
     represented = dict(best)
     if args.retrain_best:
         again = {f"{name}-again": sweep[name] for name in best.values() if not can_finetune(args, name)}
-        if args.overwrite:
-            for name in again:
-                shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
         run_stage("pretrain", again, gpus, args, mds)
         represented = {model: f"{name}-again" if f"{name}-again" in again else name for model, name in best.items()}
     represented_runs = {name: sweep[best[model]] for model, name in represented.items()}

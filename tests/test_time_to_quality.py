@@ -195,13 +195,21 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     # is named with how far it got and left out of the sweep and the choice of the best.
     cut = next(name for name in record["sweep"] if name != record["best"]["bert"] and name.startswith("bert"))
     os.remove(tmp_path / "elsewhere" / cut / "pretrain.DONE")
+    # ... and one stopped before its clock was first logged (an empty log): named, with no evaluation.
+    early = next(name for name in record["sweep"] if name != record["best"]["mosaicbert"] and name.startswith("mosaic"))
+    os.remove(tmp_path / "elsewhere" / early / "pretrain.DONE")
+    (tmp_path / "elsewhere" / early / "metrics.jsonl").write_text("")
     without_reuse = elsewhere[:elsewhere.index("--reuse")]  # --reuse would fill the cut run in again
-    report = subprocess.run([*without_reuse, "--report_only", "--summary", str(tmp_path / "report.json")],
+    at = without_reuse.index("--task_dir")
+    without_task = without_reuse[:at] + without_reuse[at + 2:]  # --report_only fine-tunes nothing
+    report = subprocess.run([*without_task, "--report_only", "--summary", str(tmp_path / "report.json")],
                             capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "trained |" not in report.stderr and f"Unfinished, left out of the sweep: {cut}" in report.stdout
     reported = json.loads((tmp_path / "report.json").read_text())
-    assert set(reported["sweep"]) == set(record["sweep"]) - {cut} and reported["best"] == record["best"]
+    assert f"Unfinished, left out of the sweep: {early} (no evaluation)" in report.stdout
+    assert reported["unfinished"][early]["curve"] == []
+    assert set(reported["sweep"]) == set(record["sweep"]) - {cut, early} and reported["best"] == record["best"]
     assert reported["unfinished"][cut]["curve"] == record["curves"][cut] and reported["unfinished"][cut]["lr"] == record["sweep"][cut]["lr"]
     refused = subprocess.run([*without_reuse, "--report_only", "--overwrite"], capture_output=True, text=True,
                              timeout=120, env=env, cwd=tmp_path)

@@ -264,6 +264,7 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
               for name, device, annotation, start, end in [
                   ("gemm", cuda, False, 0, 1000),
                   ("elementwise", cuda, False, 500, 1200),     # overlaps the gemm on another stream
+                  ("memset", cuda, False, 200, 300),            # inside the gemm's interval
                   ("gemm", cuda, False, 1250, 2000),           # after a 50 us gap: launch-bound
                   ("Optimizer.step#AdamW.step", cuda, True, 0, 5000),
                   ("microbatch#range", cpu, True, 0, 3000),      # a record_function range on the host ...
@@ -272,14 +273,16 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
                   ("adam", cuda, False, 4000, 4500),           # after a 2 ms stall
               ]]
     gpu = step_profile.device_events(events)
-    assert [name for name, _, _ in gpu] == ["gemm", "elementwise", "gemm", "adam"]
-    assert step_profile.gpu_timeline(gpu) == {"busy_us": 2450.0, "span_us": 4500.0, "short_gaps_us": 50.0,
-                                              "long_gaps_us": 2000.0}
-    assert step_profile.kernel_times(gpu) == [("gemm", 1750.0), ("elementwise", 700.0), ("adam", 500.0)]
+    assert [name for name, _, _ in gpu] == ["gemm", "elementwise", "memset", "gemm", "adam"]
+    timeline = {"busy_us": 2450.0, "span_us": 4500.0, "short_gaps_us": 50.0, "long_gaps_us": 2000.0}
+    assert step_profile.gpu_timeline(gpu) == timeline
+    assert step_profile.gpu_timeline(gpu[::-1]) == timeline  # in any order
+    assert step_profile.kernel_times(gpu) == [("gemm", 1750.0), ("elementwise", 700.0), ("adam", 500.0),
+                                              ("memset", 100.0)]
     summary = step_profile.summarize_device(gpu, wall_ms=5.0, batches=1, top=2)
     assert summary["kernel_ms"] == pytest.approx(2.45) and summary["idle_ms"] == pytest.approx(2.55)
     assert summary["idle_short_gaps_ms"] == pytest.approx(0.05) and summary["idle_stalls_ms"] == pytest.approx(2.5)
-    assert summary["top_kernels"] == [("gemm", 1.75), ("elementwise", 0.7)]
+    assert summary["top_kernels"] == [("gemm", 1.75), ("elementwise", 0.7)]  # top=2
 
     trace = [{"cat": "kernel" if "#" not in e.name else "gpu_user_annotation", "name": e.name,
               "ts": e.time_range.start, "dur": e.time_range.end - e.time_range.start}
