@@ -340,14 +340,20 @@ def downstream(args, name: str) -> Optional[dict]:
     return ttq.downstream_accuracy(os.path.join(args.out, name, "finetune", "results.json"), TASK)
 
 
-def comparison(args, represented: dict[str, str], runs: dict[str, dict], run_curves: dict[str, list[dict]]) -> dict:
-    """Best against best at one budget: ``ttq.compare`` over the two represented runs."""
+def comparison(args, runs: dict[str, dict], run_curves: dict[str, list[dict]]) -> dict:
+    """Best against best at one budget: ``ttq.compare`` over ``runs``, one per model."""
+    represented = {run["model"]: name for name, run in runs.items()}
     rows = {model: {"curve": run_curves[name], "downstream": downstream(args, name)}
             for model, name in represented.items()}
     summary = ttq.compare(rows, BASELINE, CANDIDATE)
     summary["settings"] = {model: {"run": name, "lr": runs[name]["lr"], "warmup": runs[name]["warmup"],
                                    "budget_s": runs[name]["budget_s"]} for model, name in represented.items()}
     return summary
+
+
+def sweep_record(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], best: dict[str, str]) -> dict:
+    return {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
+            "best": best, "curves": sweep_curves}
 
 
 def sweep_table(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], best: dict[str, str]) -> str:
@@ -366,8 +372,7 @@ def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, di
     runs are listed with the eval curve they got to, outside the sweep (a later ``--reuse`` trains them)."""
     sweep_curves = curves(args, sweep)
     best = best_of_each_model(sweep, sweep_curves)
-    record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
-              "best": best, "curves": sweep_curves}
+    record = sweep_record(sweep, sweep_curves, best)
     table = sweep_table(sweep, sweep_curves, best)
     if unfinished:
         record["unfinished"] = {}
@@ -411,28 +416,27 @@ def write_summary(args, record: dict) -> None:
         json.dump(published, f, indent=1)
 
 
-def report(args, sweep, sweep_curves, best, represented, represented_runs, long_runs, long_curves) -> dict:
-    """``represented``: model -> the run compared at the sweep budget (its best, or that setting trained
-    again by --retrain_best), ``represented_runs`` their settings."""
+def report(args, sweep, sweep_curves, best, represented, long_runs, long_curves) -> dict:
+    """``represented``: the run compared for each model at the sweep's budget (its best, or that setting
+    trained again by --retrain_best) -> its settings."""
     labels = {name: label for name, (_, label) in MODELS.items()}
-    again_curves = curves(args, {name: run for name, run in represented_runs.items() if name not in sweep})
-    budgets = {f"{args.budget_s:g}s": comparison(args, represented, represented_runs, {**sweep_curves, **again_curves})}
+    again_curves = curves(args, {name: run for name, run in represented.items() if name not in sweep})
+    budgets = {f"{args.budget_s:g}s": comparison(args, represented, {**sweep_curves, **again_curves})}
     if long_runs:
-        long_best = {run["model"]: name for name, run in long_runs.items()}
-        budgets[f"{args.long_budget_s:g}s"] = comparison(args, long_best, long_runs, long_curves)
+        budgets[f"{args.long_budget_s:g}s"] = comparison(args, long_runs, long_curves)
     parts = ["## The sweep\n", sweep_table(sweep, sweep_curves, best)]
     for budget, summary in budgets.items():
         settings = ", ".join(f"{labels[m]} lr {s['lr']:g}, warm-up {s['warmup']}" for m, s in summary["settings"].items())
         parts += [f"\n## Best against best, {budget} of training each ({settings})\n", ttq.markdown(summary, labels)]
     table = "".join(parts)
     plot = args.plot or os.path.join(args.out, "time_to_quality.png")
-    faint = {name: sweep_curves[name] for name in sweep if name not in represented.values()}
+    faint = {name: sweep_curves[name] for name in sweep if name not in represented}
     bold = {f"{labels[model]}, {budget}": budgets[budget]["runs"][model]["curve"]
             for budget in budgets for model in MODELS}
     plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
                          target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
-    record = {"sweep": {name: {**run, "final": sweep_curves[name][-1]} for name, run in sweep.items()},
-              "best": best, "budgets": budgets, "curves": {**sweep_curves, **again_curves, **long_curves}}
+    record = {**sweep_record(sweep, sweep_curves, best), "budgets": budgets,
+              "curves": {**sweep_curves, **again_curves, **long_curves}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(record, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -481,12 +485,11 @@ def main(argv=None) -> int:
     best = best_of_each_model(sweep, sweep_curves)
     # The sweep budget's comparison: each model's best run, or with --retrain_best a fresh run of its setting
     # where the best has no checkpoint to fine-tune.
-    represented = dict(best)
+    represented = {name: sweep[name] for name in best.values()}
     if args.retrain_best:
-        again = {f"{name}-again": sweep[name] for name in best.values() if not can_finetune(args, name)}
+        again = {f"{name}-again": run for name, run in represented.items() if not can_finetune(args, name)}
         run_stage("pretrain", again, gpus, args, mds)
-        represented = {model: f"{name}-again" if f"{name}-again" in again else name for model, name in best.items()}
-    represented_runs = {name: sweep[best[model]] for model, name in represented.items()}
+        represented = {f"{name}-again" if f"{name}-again" in again else name: run for name, run in represented.items()}
     long_runs = {}
     if args.long_budget_s > 0:
         long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):
@@ -496,14 +499,14 @@ def main(argv=None) -> int:
                 shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
         run_stage("pretrain", long_runs, gpus, args, mds)
     finetuned = {}
-    for name, run in (represented_runs | long_runs).items():
+    for name, run in (represented | long_runs).items():
         if can_finetune(args, name):
             finetuned[name] = run
         else:
             print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not fine-tuned "
                   "and its downstream accuracy is left out", flush=True)
     run_stage("finetune", finetuned, gpus, args)
-    report(args, sweep, sweep_curves, best, represented, represented_runs, long_runs, curves(args, long_runs))
+    report(args, sweep, sweep_curves, best, represented, long_runs, curves(args, long_runs))
     return 0
 
 
