@@ -291,7 +291,7 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
         json.dump({"traceEvents": trace}, f)
     assert step_profile.trace_device_events(str(tmp_path / "trace.json.gz")) == gpu
     step_profile.main([str(tmp_path / "trace.json.gz"), "--batches", "1"])
-    assert "| 4.5 | 2.5 | 2.0 (46%) | 0.1 | 2.0 |" in capsys.readouterr().out
+    assert "| 4.5 | 2.5 | 2.0 (46%) | 0.1 | 2.0 | 5 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("value, message", [

@@ -143,7 +143,8 @@ def summarize_device(events: list[tuple[str, float, float]], wall_ms: Optional[f
     wall_ms = timeline["span_us"] / per_batch if wall_ms is None else wall_ms
     busy_ms = timeline["busy_us"] / per_batch
     short_ms = timeline["short_gaps_us"] / per_batch
-    return {"batches": batches, "wall_ms": wall_ms, "kernel_ms": busy_ms, "idle_ms": max(0.0, wall_ms - busy_ms),
+    return {"batches": batches, "wall_ms": wall_ms, "kernel_ms": busy_ms, "gpu_ops": len(events) / batches,
+            "idle_ms": max(0.0, wall_ms - busy_ms),
             "idle_short_gaps_ms": short_ms, "idle_stalls_ms": max(0.0, wall_ms - busy_ms - short_ms),
             "top_kernels": [(name, us / per_batch) for name, us in kernel_times(events)[:top]], "top_host_ops": []}
 
@@ -154,7 +155,8 @@ def summarize(profiler: torch.profiler.profile, wall_s: float, batches: int, top
     wall_ms = 1e3 * wall_s / batches
     gpu = device_events(events)
     summary = summarize_device(gpu, wall_ms, batches, top) if gpu else {
-        "batches": batches, "wall_ms": wall_ms, "kernel_ms": None, "idle_ms": None, "top_kernels": []}
+        "batches": batches, "wall_ms": wall_ms, "kernel_ms": None, "gpu_ops": None, "idle_ms": None,
+        "top_kernels": []}
     averages = profiler.key_averages()
     host = [(e.key, e.self_cpu_time_total / 1e3 / batches) for e in averages
             if e.device_type == torch.autograd.DeviceType.CPU and e.self_cpu_time_total > 0]
@@ -165,14 +167,14 @@ def summarize(profiler: torch.profiler.profile, wall_s: float, batches: int, top
 def report(summary: dict) -> str:
     lines = ["", f"Step profile over {summary['batches']} batches (per batch, ms)",
              "| wall | GPU busy (kernels, copies) | GPU idle (waiting for the host) | of which in gaps < 0.1 ms | "
-             "in longer stalls |", "|---:|---:|---:|---:|---:|"]
+             "in longer stalls | GPU operations (kernels, copies, memsets) |", "|---:|---:|---:|---:|---:|---:|"]
     if summary["kernel_ms"] is None:
-        lines.append(f"| {summary['wall_ms']:.1f} | - | - | - | - |")
+        lines.append(f"| {summary['wall_ms']:.1f} | - | - | - | - | - |")
     else:
         idle_share = 100 * summary["idle_ms"] / summary["wall_ms"] if summary["wall_ms"] else 0.0
         lines.append(f"| {summary['wall_ms']:.1f} | {summary['kernel_ms']:.1f} | "
                      f"{summary['idle_ms']:.1f} ({idle_share:.0f}%) | {summary['idle_short_gaps_ms']:.1f} | "
-                     f"{summary['idle_stalls_ms']:.1f} |")
+                     f"{summary['idle_stalls_ms']:.1f} | {summary['gpu_ops']:,.0f} |")
     for title, rows in (("kernels", summary["top_kernels"]), ("host operations (self time)",
                                                              summary["top_host_ops"])):
         if rows:
