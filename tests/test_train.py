@@ -228,7 +228,8 @@ def test_training_summary_counts_the_real_tokens_after_its_window(tiny_mds, tmp_
 def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     """callbacks.step_profile profiles batches 2..4 of a real run: the wall time per batch is the loop's
     (the profiled batches' time divided by their number), the host operations include the model's matmuls,
-    and the Chrome trace is written. (On CPU there are no GPU columns.)"""
+    the phases that Composer's events delimit have their host time, and the Chrome trace is written. (On
+    CPU there are no GPU columns.)"""
     trace = tmp_path / "trace-{rank}.json"
     overrides = tiny_overrides(tiny_mds, str(tmp_path / "run"), **{
         "callbacks.step_profile.skip": 2, "callbacks.step_profile.batches": 3,
@@ -241,9 +242,18 @@ def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     assert summary is not None and summary["batches"] == 3 and summary["kernel_ms"] is None
     assert 0 < summary["wall_ms"] < 60_000
     assert any("mm" in name or "linear" in name for name, _ in summary["top_host_ops"]), summary["top_host_ops"]
+    assert not any(name.startswith(step_profile.PHASE_PREFIX) for name, _ in summary["top_host_ops"])
     assert sum(ms for _, ms in summary["top_host_ops"]) <= summary["wall_ms"] * 1.05
+    phases = summary["phases"]
+    assert list(phases) == step_profile.PHASES
+    assert phases["forward"]["host_ms"] > 0 and phases["backward"]["host_ms"] > 0
+    # The phases fill the wall time, no more.
+    assert sum(p["host_ms"] for p in phases.values()) == pytest.approx(summary["wall_ms"])
+    assert phases[step_profile.REST_PHASE]["host_ms"] < summary["wall_ms"]
+    assert all(p["gpu_ops"] == 0 for p in phases.values())
     assert os.path.getsize(tmp_path / "trace-0.json") > 1000
-    assert "Step profile over 3 batches" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Step profile over 3 batches" in out and f"| forward | {phases['forward']['host_ms']:.1f} | - | - |" in out
     # The saved trace can be summarized again later; a CPU trace has no GPU side, and says so.
     again = subprocess.run([sys.executable, "-m", "mosaicbert.training.step_profile", str(tmp_path / "trace-0.json"),
                             "--batches", "3"], capture_output=True, text=True, timeout=120)
@@ -279,19 +289,60 @@ def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path
     assert step_profile.gpu_timeline(gpu[::-1]) == timeline  # in any order
     assert step_profile.kernel_times(gpu) == [("gemm", 1750.0), ("elementwise", 700.0), ("adam", 500.0),
                                               ("memset", 100.0)]
-    summary = step_profile.summarize_device(gpu, wall_ms=5.0, batches=1, top=2)
-    assert summary["kernel_ms"] == pytest.approx(2.45) and summary["idle_ms"] == pytest.approx(2.55)
-    assert summary["idle_short_gaps_ms"] == pytest.approx(0.05) and summary["idle_stalls_ms"] == pytest.approx(2.5)
-    assert summary["top_kernels"] == [("gemm", 1.75), ("elementwise", 0.7)]  # top=2
 
+    # The same GPU events in a Chrome trace, as the callback and the command line read them.
     trace = [{"cat": "kernel" if "#" not in e.name else "gpu_user_annotation", "name": e.name,
               "ts": e.time_range.start, "dur": e.time_range.end - e.time_range.start}
              for e in events if e.device_type == cuda]
+    assert step_profile.trace_device_events(trace) == gpu
+    summary = step_profile.summarize_trace(trace, wall_ms=5.0, batches=1, top=2)
+    assert summary["kernel_ms"] == pytest.approx(2.45) and summary["idle_ms"] == pytest.approx(2.55)
+    assert summary["idle_short_gaps_ms"] == pytest.approx(0.05) and summary["idle_stalls_ms"] == pytest.approx(2.5)
+    assert summary["top_kernels"] == [("gemm", 1.75), ("elementwise", 0.7)]  # top=2
+    assert summary["phases"] == {}  # no phase ranges in this trace
     with gzip.open(tmp_path / "trace.json.gz", "wt") as f:
         json.dump({"traceEvents": trace}, f)
-    assert step_profile.trace_device_events(str(tmp_path / "trace.json.gz")) == gpu
     step_profile.main([str(tmp_path / "trace.json.gz"), "--batches", "1"])
     assert "| 4.5 | 2.5 | 2.0 (46%) | 0.1 | 2.0 | 5 |" in capsys.readouterr().out
+
+
+def test_phases_own_the_gpu_operations_launched_inside_them(capsys):
+    """Each GPU operation belongs to the phase whose host range holds its launch, whichever thread launched it
+    (the backward pass launches from autograd's thread) and whenever it ran on the GPU; an operation launched
+    between the phases, or without a launch in the trace, is the rest of the step's. Figures are per batch."""
+    def annotation(name, ts, dur):
+        return {"cat": "user_annotation", "name": step_profile.PHASE_PREFIX + name, "ts": ts, "dur": dur, "tid": 1}
+
+    def launch(correlation, ts, tid=1, cat="cuda_runtime"):
+        return {"cat": cat, "name": "cudaLaunchKernel", "ts": ts, "dur": 5, "tid": tid,
+                "args": {"correlation": correlation}}
+
+    def kernel(correlation, ts, dur, name="k"):
+        return {"cat": "kernel", "name": name, "ts": ts, "dur": dur, "args": {"correlation": correlation}}
+
+    trace = [
+        # two batches: forward 0-100 and 1000-1100, backward 200-500 and 1200-1500 on the main thread
+        annotation("forward", 0, 100), annotation("backward", 200, 300),
+        annotation("forward", 1000, 100), annotation("backward", 1200, 300),
+        launch(1, 10), kernel(1, 20, 50),                    # forward, runs inside its phase
+        launch(2, 90), kernel(2, 150, 80),                   # forward, runs after its host range ended
+        launch(3, 250, tid=2, cat="cuda_driver"), kernel(3, 260, 100),  # backward, from autograd's thread
+        launch(4, 1010), kernel(4, 1020, 70),
+        launch(5, 1300, tid=2), kernel(5, 1310, 30), kernel(6, 1320, 30),  # 6: no launch in the trace
+        launch(7, 600), kernel(7, 610, 40, name="adam"),     # between the phases: the optimizer step
+        {"cat": "gpu_user_annotation", "name": step_profile.PHASE_PREFIX + "forward", "ts": 0, "dur": 100},
+    ]
+    phases = step_profile.phase_times(trace, batches=2)
+    assert phases["forward"] == {"host_ms": pytest.approx(0.1), "gpu_ops": 1.5, "gpu_ms": pytest.approx(0.1)}
+    assert phases["backward"] == {"host_ms": pytest.approx(0.3), "gpu_ops": 1.0, "gpu_ms": pytest.approx(0.065)}
+    assert phases["loss"] == {"host_ms": 0.0, "gpu_ops": 0.0, "gpu_ms": 0.0}
+    assert phases[step_profile.REST_PHASE] == {"host_ms": None, "gpu_ops": 1.0, "gpu_ms": pytest.approx(0.035)}
+    summary = step_profile.summarize_trace(trace, wall_ms=1.0, batches=2, top=0)
+    assert summary["phases"][step_profile.REST_PHASE]["host_ms"] == pytest.approx(1.0 - 0.1 - 0.3)
+    print(step_profile.report(summary))
+    out = capsys.readouterr().out
+    assert "| forward | 0.1 | 2 | 0.1 |" in out and "| backward | 0.3 | 1 | 0.1 |" in out
+    assert f"| {step_profile.REST_PHASE} | 0.6 | 1 | 0.0 |" in out
 
 
 @pytest.mark.parametrize("value, message", [
