@@ -16,18 +16,21 @@ model at its best learning rate.
    has no final checkpoint (reused from a summary) is trained again at the sweep's budget, as
    ``<run>-again``, and that run stands for the model at that budget.
 4. Fine-tunes each represented run's final checkpoint on a sentiment task (``yamls/glue/sentiment.yaml``,
-   3 seeds) and prints best against best for each budget: final eval loss and masked accuracy, when
-   MosaicBERT reaches BERT's final eval loss, downstream accuracy.
+   3 seeds), each retrained or longer run as soon as it has pretrained, and prints best against best for
+   each budget: final eval loss and masked accuracy, when MosaicBERT reaches BERT's final eval loss,
+   downstream accuracy.
 5. Writes ``<out>/results.{json,md}``, a small ``--summary`` JSON (the numbers, the command, the commit,
    machine and versions) and a plot: every sweep run faint, the best of each model bold.
 
 A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretrain.DONE``,
 ``<run>/finetune.DONE``) is reused, an unfinished one is started again. A finished run's folder can come
 from another machine: ``metrics.jsonl`` and ``pretrain.DONE`` are what the sweep needs; without its final
-checkpoint it is not fine-tuned and reported without downstream accuracy (``--reuse`` makes such folders
-from a published summary). ``--report_only`` trains nothing and tabulates what has finished, naming the
-runs that have not (a sweep run in pieces). ``--overwrite`` redoes every run (the MDS folder is kept). With
-several GPUs in ``--gpus``, runs go side by side, one per GPU.
+checkpoint it is not fine-tuned and reported without downstream accuracy. ``--summary`` is rewritten
+after every stage that finishes, and ``--reuse SUMMARY`` makes finished run folders from one (eval curves
+and fine-tuning results), so the experiment can be run in pieces on machines that come and go: each
+piece reuses the last piece's summary. ``--report_only`` trains nothing and tabulates the sweep runs that
+have finished, naming the ones that have not. ``--overwrite`` redoes every run (the MDS folder is kept).
+With several GPUs in ``--gpus``, runs go side by side, one per GPU.
 """
 
 from __future__ import annotations
@@ -105,9 +108,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra pretraining overrides for both models")
     parser.add_argument("--finetune_jobs_per_gpu", type=int, default=1,
-                        help="fine-tuning processes at once per GPU: each model's seeds side by side, and the models "
-                             "side by side on a GPU (fine-tuning at batch 16 leaves a large GPU mostly idle; its "
-                             "results do not depend on it). Pretraining is always one run per GPU (its clock counts).")
+                        help="fine-tuning processes at once per GPU: a run's seeds side by side (fine-tuning at "
+                             "batch 16 leaves a large GPU mostly idle; its results do not depend on it). "
+                             "Pretraining is always one run per GPU (its clock counts).")
     parser.add_argument("--finetune_set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra fine-tuning overrides (yamls/glue/sentiment.yaml)")
     parser.add_argument("--plot", default=None, help="plot path (default <out>/time_to_quality.png)")
@@ -124,10 +127,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "--sweep_only does, and list the unfinished ones with how far their eval curve got "
                              "(a sweep run in pieces, or cut short)")
     parser.add_argument("--reuse", default=None, metavar="SUMMARY",
-                        help="a --summary JSON of an earlier sweep (e.g. benchmarks/published/"
-                             "time_to_quality_sweep.json): its runs count as finished here, from their eval curves "
-                             "(no checkpoints, so they are not fine-tuned); the recipe scaling and --eval_every_s "
-                             "must match")
+                        help="a --summary JSON of an earlier invocation (e.g. benchmarks/published/"
+                             "time_to_quality_sweep.json): its finished runs count as finished here, from their eval "
+                             "curves, and so do its fine-tuning results (there are no checkpoints, so runs it has "
+                             "not fine-tuned cannot be); the recipe scaling and --eval_every_s must match")
     parser.add_argument("--overwrite", action="store_true", help="redo runs that finished earlier under --out")
     return parser.parse_args(argv)
 
@@ -150,9 +153,11 @@ def is_done(args, name: str, stage: str) -> bool:
     return os.path.isfile(os.path.join(args.out, name, f"{stage}.DONE"))
 
 
-def reuse_summary(args, runs: dict[str, dict]) -> None:
-    """Runs of ``--reuse``'s summary that are in ``runs`` and not finished under ``--out`` become finished
-    run folders holding their eval curves (``metrics.jsonl``) and ``pretrain.DONE``."""
+def reuse_summary(args) -> None:
+    """Every finished run of ``--reuse``'s summary (its ``curves``) that is not finished under ``--out``
+    becomes a finished run folder holding its eval curve (``metrics.jsonl``) and ``pretrain.DONE``; a run
+    the summary has a fine-tuning result for (``downstream``) also gets that result and ``finetune.DONE``.
+    So a summary written part-way (``--summary`` is rewritten after every finished stage) continues."""
     try:
         with open(args.reuse) as f:
             record = json.load(f)
@@ -162,15 +167,22 @@ def reuse_summary(args, runs: dict[str, dict]) -> None:
         raise RecipeError(f"--reuse {args.reuse!r} was made with another setup (scaled recipe "
                           f"{record.get('scaled_recipe')}, --eval_every_s {record.get('eval_every_s')}; here "
                           f"{SCALED}, {args.eval_every_s:g}): its runs are not comparable with new ones.")
-    reused = [name for name in runs if name in record.get("sweep", {}) and name in record.get("curves", {})
-              and not is_done(args, name, "pretrain")]
+    args.reused_from = {key: record[key] for key in ("what", "command", "commit", "machine", "earlier")
+                        if key in record}
+    reused = [name for name in record.get("curves", {}) if not is_done(args, name, "pretrain")]
     for name in reused:
         folder = os.path.join(args.out, name)
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
         ttq.write_eval_log(record["curves"][name], os.path.join(folder, "metrics.jsonl"))
         open(os.path.join(folder, "pretrain.DONE"), "w").close()
-    print(f"[ttq] reusing {len(reused)} finished run(s) from {args.reuse}: {', '.join(reused) or 'none'}", flush=True)
+    finetuned = [name for name, result in record.get("downstream", {}).items()
+                 if result is not None and is_done(args, name, "pretrain") and not is_done(args, name, "finetune")]
+    for name in finetuned:
+        ttq.write_downstream(record["downstream"][name], TASK, os.path.join(args.out, name, "finetune", "results.json"))
+        open(os.path.join(args.out, name, "finetune.DONE"), "w").close()
+    print(f"[ttq] reusing {len(reused)} finished run(s) from {args.reuse}: {', '.join(reused) or 'none'}"
+          + (f"; fine-tuning results of {', '.join(finetuned)}" if finetuned else ""), flush=True)
 
 
 def prepare_data(args) -> str:
@@ -234,46 +246,35 @@ def finetune_command(name: str, run: dict, args) -> list[str]:
             + [f"{k}={v}" for k, v in values.items()] + list(args.finetune_set))
 
 
-def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Optional[str] = None) -> None:
-    """Runs ``stage`` (pretrain | finetune) of every run not done yet, one per GPU at a time (in turn
-    without GPUs; with ``--finetune_jobs_per_gpu`` > 1 the models' fine-tunings share each GPU). A
-    pretraining run shows its training clock; a failure shows its log's end and stops."""
-    todo = [name for name in runs if not is_done(args, name, stage)]
-    for name in runs:
-        if name not in todo:
-            print(f"[ttq] {stage} {name}: done earlier, reused", flush=True)
-    per_gpu = len(MODELS) if stage == "finetune" and args.finetune_jobs_per_gpu > 1 else 1
-    slots = [gpu for _ in range(per_gpu) for gpu in gpus] or [None]
-    running: dict[int, tuple[str, subprocess.Popen, object]] = {}  # slot index -> run
+def run_stages(stages: tuple[str, ...], runs: dict[str, dict], gpus: list[str], args, mds: Optional[str] = None,
+               saved=None) -> None:
+    """Takes every run through ``stages`` (pretrain, then finetune), one run per GPU at a time (in turn
+    without GPUs): a run is fine-tuned on its GPU as soon as it has pretrained, so a machine lost part-way
+    loses at most the run in progress. A stage done earlier is reused; a run without a final checkpoint is
+    not fine-tuned. ``saved()`` is called after every stage that finishes (to rewrite the summary). A
+    pretraining run shows its training clock; a failure shows its log's end, skips the run's later stages
+    and, once the other runs are through, stops."""
+    def next_stage(name: str, after: Optional[str] = None) -> Optional[str]:
+        for stage in stages[stages.index(after) + 1 if after else 0:]:
+            if is_done(args, name, stage):
+                print(f"[ttq] {stage} {name}: done earlier, reused", flush=True)
+            elif stage == "finetune" and not can_finetune(args, name):
+                print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not "
+                      "fine-tuned and its downstream accuracy is left out", flush=True)
+            else:
+                return stage
+        return None
+
+    todo = [(name, stage) for name in runs if (stage := next_stage(name)) is not None]
+    slots = gpus or [None]
+    running: dict[int, tuple[str, str, subprocess.Popen, object]] = {}  # slot index -> run, stage
     failed = []
     while todo or running:
         for index in [i for i in range(len(slots)) if i not in running]:
-            if not todo:
-                break
-            slot = slots[index]
-            name = todo.pop(0)
-            folder = os.path.join(args.out, name)
-            if stage == "pretrain":
-                shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt starts afresh
-                os.makedirs(folder)
-                command = pretrain_command(name, runs[name], args, mds)
-            else:
-                shutil.rmtree(os.path.join(folder, "finetune"), ignore_errors=True)
-                command = finetune_command(name, runs[name], args)
-            env = dict(os.environ)
-            if slot is not None:
-                env["CUDA_VISIBLE_DEVICES"] = slot
-            log_path = os.path.join(folder, f"{stage}.log")
-            print(f"[ttq] {stage} {name}{'' if slot is None else ' on GPU ' + slot}: log in {log_path}", flush=True)
-            with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            bar = None
-            if stage == "pretrain":
-                bar = tqdm(total=round(runs[name]["budget_s"]), desc=name, leave=True,
-                           bar_format="{desc}: {n}/{total} s trained |{bar}| {elapsed} wall")
-            running[index] = (name, proc, bar)
+            if todo:
+                running[index] = start_stage(*todo.pop(0), runs, slots[index], args, mds)
         time.sleep(2)
-        for index, (name, proc, bar) in list(running.items()):
+        for index, (name, stage, proc, bar) in list(running.items()):
             if bar is not None:
                 bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
                 bar.refresh()
@@ -283,14 +284,43 @@ def run_stage(stage: str, runs: dict[str, dict], gpus: list[str], args, mds: Opt
             if bar is not None:
                 bar.close()
             log_path = os.path.join(args.out, name, f"{stage}.log")
-            if proc.returncode == 0:
-                open(os.path.join(args.out, name, f"{stage}.DONE"), "w").close()
-            else:
+            if proc.returncode != 0:
                 failed.append(name)
                 print(f"\n[ttq] {stage} of {name} failed (exit {proc.returncode}); end of {log_path}:\n"
                       f"{log_tail(log_path)}", file=sys.stderr, flush=True)
+                continue
+            open(os.path.join(args.out, name, f"{stage}.DONE"), "w").close()
+            if saved is not None:
+                saved()
+            following = next_stage(name, after=stage)
+            if following is not None:  # on the same GPU, before any other run
+                running[index] = start_stage(name, following, runs, slots[index], args, mds)
     if failed:
         raise SystemExit(1)
+
+
+def start_stage(name: str, stage: str, runs: dict[str, dict], slot: Optional[str], args, mds: Optional[str]):
+    """Starts ``stage`` of run ``name`` on GPU ``slot`` (None: no GPU); ``(name, stage, process, progress bar)``."""
+    folder = os.path.join(args.out, name)
+    if stage == "pretrain":
+        shutil.rmtree(folder, ignore_errors=True)  # an unfinished earlier attempt starts afresh
+        os.makedirs(folder)
+        command = pretrain_command(name, runs[name], args, mds)
+    else:
+        shutil.rmtree(os.path.join(folder, "finetune"), ignore_errors=True)
+        command = finetune_command(name, runs[name], args)
+    env = dict(os.environ)
+    if slot is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot
+    log_path = os.path.join(folder, f"{stage}.log")
+    print(f"[ttq] {stage} {name}{'' if slot is None else ' on GPU ' + slot}: log in {log_path}", flush=True)
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    bar = None
+    if stage == "pretrain":
+        bar = tqdm(total=round(runs[name]["budget_s"]), desc=name, leave=True,
+                   bar_format="{desc}: {n}/{total} s trained |{bar}| {elapsed} wall")
+    return name, stage, proc, bar
 
 
 def latest_clock(metrics_path: str) -> float:
@@ -356,6 +386,25 @@ def sweep_record(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], be
             "best": best, "curves": sweep_curves}
 
 
+def fine_tuned(args, runs: dict[str, dict]) -> dict[str, dict]:
+    """run -> its downstream accuracy statistics, for the runs fine-tuned so far."""
+    return {name: downstream(args, name) for name in runs if is_done(args, name, "finetune")}
+
+
+def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> dict:
+    """What has finished so far (the summary rewritten after every stage): the finished sweep runs, each
+    model's best of them once every model has one, the eval curves of every finished run (the sweep's and
+    ``others``, the retrained and longer runs) and the fine-tuning results."""
+    finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
+    sweep_curves = curves(args, finished)
+    complete = {run["model"] for run in finished.values()} == set(MODELS)
+    record = sweep_record(finished, sweep_curves, best_of_each_model(finished, sweep_curves) if complete else {})
+    record["curves"].update(curves(args, {name: run for name, run in others.items()
+                                          if is_done(args, name, "pretrain")}))
+    record["downstream"] = fine_tuned(args, {**sweep, **others})
+    return record
+
+
 def sweep_table(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], best: dict[str, str]) -> str:
     lines = ["| model | peak lr | warm-up | steps | final eval loss | final masked acc. (%) |",
              "|---|---:|---|---:|---:|---:|"]
@@ -372,7 +421,7 @@ def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, di
     runs are listed with the eval curve they got to, outside the sweep (a later ``--reuse`` trains them)."""
     sweep_curves = curves(args, sweep)
     best = best_of_each_model(sweep, sweep_curves)
-    record = sweep_record(sweep, sweep_curves, best)
+    record = {**sweep_record(sweep, sweep_curves, best), "downstream": fine_tuned(args, sweep)}
     table = sweep_table(sweep, sweep_curves, best)
     if unfinished:
         record["unfinished"] = {}
@@ -408,9 +457,13 @@ def machine() -> dict:
 
 def write_summary(args, record: dict) -> None:
     """The published summary: the record (a few KB: one curve point per evaluation), the command, the
-    machine and versions."""
+    machine and versions; with ``--reuse``, ``earlier`` lists the invocations whose runs it reused."""
     published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
                  "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
+    reused_from = getattr(args, "reused_from", None)
+    if reused_from:
+        published["earlier"] = reused_from.get("earlier", []) + [
+            {key: value for key, value in reused_from.items() if key != "earlier"}]
     os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
     with open(args.summary, "w") as f:
         json.dump(published, f, indent=1)
@@ -436,7 +489,8 @@ def report(args, sweep, sweep_curves, best, represented, long_runs, long_curves)
     plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
                          target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
     record = {**sweep_record(sweep, sweep_curves, best), "budgets": budgets,
-              "curves": {**sweep_curves, **again_curves, **long_curves}}
+              "curves": {**sweep_curves, **again_curves, **long_curves},
+              "downstream": fine_tuned(args, {**sweep, **represented, **long_runs})}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(record, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -466,7 +520,7 @@ def main(argv=None) -> int:
             for folder in (name, f"{name}-again"):
                 shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
     if args.reuse:
-        reuse_summary(args, sweep)
+        reuse_summary(args)
     if args.report_only:
         finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
         unfinished = {name: run for name, run in sweep.items() if name not in finished}
@@ -477,7 +531,13 @@ def main(argv=None) -> int:
         report_sweep(args, finished, unfinished)
         return 0
     mds = prepare_data(args)
-    run_stage("pretrain", sweep, gpus, args, mds)
+    others: dict[str, dict] = {}  # the runs after the sweep, for the summary rewritten after every stage
+
+    def saved() -> None:
+        if args.summary:
+            write_summary(args, progress_record(args, sweep, others))
+
+    run_stages(("pretrain",), sweep, gpus, args, mds, saved)
     if args.sweep_only:
         report_sweep(args, sweep)
         return 0
@@ -488,7 +548,6 @@ def main(argv=None) -> int:
     represented = {name: sweep[name] for name in best.values()}
     if args.retrain_best:
         again = {f"{name}-again": run for name, run in represented.items() if not can_finetune(args, name)}
-        run_stage("pretrain", again, gpus, args, mds)
         represented = {f"{name}-again" if f"{name}-again" in again else name: run for name, run in represented.items()}
     long_runs = {}
     if args.long_budget_s > 0:
@@ -497,15 +556,13 @@ def main(argv=None) -> int:
         if args.overwrite:
             for name in long_runs:
                 shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
-        run_stage("pretrain", long_runs, gpus, args, mds)
-    finetuned = {}
-    for name, run in (represented | long_runs).items():
-        if can_finetune(args, name):
-            finetuned[name] = run
-        else:
-            print(f"[ttq] {name}: no final checkpoint ({final_checkpoint(args, name)}), so it is not fine-tuned "
-                  "and its downstream accuracy is left out", flush=True)
-    run_stage("finetune", finetuned, gpus, args)
+    others.update(represented | long_runs)
+    # The sweep's best runs are fine-tuned first (they need no training), then the retrained and the longer
+    # runs are taken run by run: pretrained, then fine-tuned on the same GPU.
+    run_stages(("finetune",), {name: run for name, run in represented.items() if name in sweep}, gpus, args,
+               saved=saved)
+    run_stages(("pretrain", "finetune"), {name: run for name, run in others.items() if name not in sweep}, gpus,
+               args, mds, saved)
     report(args, sweep, sweep_curves, best, represented, long_runs, curves(args, long_runs))
     return 0
 

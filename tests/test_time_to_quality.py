@@ -161,20 +161,47 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert rebuilt["budgets"]["3s"]["runs"]["bert"]["downstream"] is None
     assert rebuilt["budgets"]["3s"]["runs"]["mosaicbert"]["downstream"] == comparison["runs"]["mosaicbert"]["downstream"]
 
-    # A published summary continues the sweep elsewhere: its runs count as finished in a new --out.
-    elsewhere = [*command[:command.index("--out") + 1], str(tmp_path / "elsewhere"),
-                 *command[command.index("--out") + 2:], "--reuse", str(tmp_path / "published.json")]
+    # A published summary (the last one: BERT's best without a checkpoint) continues the experiment elsewhere:
+    # its runs count as finished in a new --out, and so do its fine-tuning results; nothing trains again.
+    def elsewhere_command(out_name, summary):
+        at = command.index("--out")
+        changed = [*command[:at + 1], str(tmp_path / out_name), *command[at + 2:]]
+        at = changed.index("--summary")
+        return [*changed[:at + 1], str(tmp_path / f"{out_name}.json"), *changed[at + 2:], "--reuse", str(summary)]
+
+    continued = subprocess.run(elsewhere_command("continued", tmp_path / "published.json"), capture_output=True,
+                               text=True, timeout=300, env=env, cwd=tmp_path)
+    assert continued.returncode == 0, continued.stdout[-3000:] + continued.stderr[-3000:]
+    assert "reusing 4 finished run(s)" in continued.stdout and "; fine-tuning results of" in continued.stdout
+    assert "trained |" not in continued.stderr and "finetune.log" not in continued.stdout
+    assert json.loads((tmp_path / "continued" / "results.json").read_text())["budgets"] == rebuilt["budgets"]
+
+    # A summary without fine-tuning results (a sweep run alone): the runs have no checkpoint to fine-tune.
+    sweep_summary = {key: value for key, value in published.items() if key != "downstream"}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep_summary))
+    elsewhere = elsewhere_command("elsewhere", tmp_path / "sweep.json")
     reused = subprocess.run(elsewhere, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert reused.returncode == 0, reused.stderr[-3000:]
     assert "reusing 4 finished run(s)" in reused.stdout and "trained |" not in reused.stderr
     again_elsewhere = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
     assert again_elsewhere["sweep"] == record["sweep"] and again_elsewhere["best"] == record["best"]
     assert all(r["downstream"] is None for r in again_elsewhere["budgets"]["3s"]["runs"].values())
-    # --retrain_best trains the best settings again (their reused runs have no checkpoint) and compares and
-    # fine-tunes those runs; the sweep table keeps the sweep's runs.
-    retrained = subprocess.run([*elsewhere, "--retrain_best"], capture_output=True, text=True, timeout=600, env=env,
-                               cwd=tmp_path)
+    # --retrain_best trains the best settings again (their reused runs have no checkpoint), --long_budget_s
+    # trains them for longer; each such run is fine-tuned as soon as it has pretrained, and the summary is
+    # rewritten after every stage: here every fine-tuning fails (a bad override), and the summary still
+    # holds the four pretraining runs.
+    longer = [*elsewhere, "--retrain_best", "--long_budget_s", "4"]
+    failing = subprocess.run([*longer, "--finetune_set", *TINY_FINETUNE, "tasks.sentiment.not_a_key=1"],
+                             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert failing.returncode == 1 and "finetune of" in failing.stderr, failing.stdout[-3000:] + failing.stderr[-3000:]
+    new_runs = [record["best"][model] + "-again" for model in ("bert", "mosaicbert")] + [
+        record["best"][model].replace("-3s", "-4s") for model in ("bert", "mosaicbert")]
+    partial = json.loads((tmp_path / "elsewhere.json").read_text())
+    assert set(new_runs) <= set(partial["curves"]) and partial["downstream"] == {}
+    assert partial["earlier"][-1]["command"] == published["command"]
+    retrained = subprocess.run(longer, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stdout[-3000:] + retrained.stderr[-3000:]
+    assert "trained |" not in retrained.stderr and retrained.stdout.count("finetune.log") == 4
     with_again = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
     assert with_again["sweep"] == record["sweep"] and with_again["best"] == record["best"]
     for model in ("bert", "mosaicbert"):
@@ -182,6 +209,15 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
         assert with_again["budgets"]["3s"]["settings"][model]["run"] == record["best"][model] + "-again"
         assert again["downstream"]["n"] == 2 and again["curve"] == with_again["curves"][record["best"][model] + "-again"]
         assert 3.0 <= again["curve"][-1]["seconds"] < 4.5
+        long_run = with_again["budgets"]["4s"]["runs"][model]
+        assert long_run["downstream"]["n"] == 2 and 4.0 <= long_run["curve"][-1]["seconds"] < 5.5
+    # ... and its summary continues the whole experiment in yet another place, with nothing left to do.
+    final = subprocess.run([*elsewhere_command("final", tmp_path / "elsewhere.json"), "--retrain_best",
+                            "--long_budget_s", "4"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "reusing 8 finished run(s)" in final.stdout and "trained |" not in final.stderr
+    assert "finetune.log" not in final.stdout
+    assert json.loads((tmp_path / "final" / "results.json").read_text())["budgets"] == with_again["budgets"]
     mismatched = subprocess.run([*elsewhere, "--eval_every_s", "2"], capture_output=True, text=True, timeout=120,
                                 env=env, cwd=tmp_path)
     assert mismatched.returncode == 2 and "was made with another setup" in mismatched.stderr, mismatched.stderr[-2000:]
