@@ -11,7 +11,7 @@
 #   microbench       microbench.py: attention layouts and the GeGLU block, per layer
 #   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128;
 #                    MAIN_MICROBATCHES="128 256 512" runs it at each) for 60 steps, then benchmark.py on
-#                    the same batches
+#                    the same batches at each microbatch size
 #   main-profile     main.py at that shape with callbacks.step_profile over batches 30-34: wall time per
 #                    batch against GPU busy time, the longest kernels and host operations
 #   scaling          scaling.py at 1 .. all visible GPUs
@@ -120,7 +120,10 @@ for task in "$@"; do
             --from_metrics "1=$out/main-mb$mb-metrics.jsonl" | tail -n 4
       done
       rm -rf "$work/bench-data" && cp -r "$work/mds" "$work/bench-data"
-      bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile --shapes 128x128 \
+      # the benchmark at each microbatch size: one optimizer step per microbatch of those batches
+      # shellcheck disable=SC2046
+      bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile \
+          --shapes $(for mb in ${MAIN_MICROBATCHES:-128}; do printf '128x%s ' "$mb"; done) \
           --lengths dataset --steps 20 --warmup 8;;
     main-profile)
       mds
