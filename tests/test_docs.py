@@ -2,6 +2,7 @@
 
 import pathlib
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,20 +17,29 @@ def without_code(text: str) -> str:
 
 
 def anchor(heading: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
-    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+    """GitHub's anchor of a heading: lower case, punctuation but hyphens and underscores dropped, spaces to
+    hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(path: pathlib.Path) -> set[str]:
-    return {anchor(line.lstrip("#")) for line in without_code(path.read_text()).splitlines()
-            if re.match(r"#{1,6} ", line)}
+def anchors(path: pathlib.Path) -> Iterator[str]:
+    """Every heading's anchor; a repeated one also as GitHub numbers it (``name-1``, ``name-2``, ...)."""
+    seen: dict[str, int] = {}
+    for line in without_code(path.read_text()).splitlines():
+        if re.match(r"#{1,6} ", line):
+            name = anchor(line.lstrip("#"))
+            seen[name] = seen.get(name, -1) + 1
+            yield name if seen[name] == 0 else f"{name}-{seen[name]}"
 
 
-def test_anchor_follows_githubs_rule():
+def test_anchor_follows_githubs_rule(tmp_path):
     assert anchor(" Inputs (`DATA`)") == "inputs-data"
     assert anchor(" `main.py` against the benchmark") == "mainpy-against-the-benchmark"
+    assert anchor(" `fast_dropout` trains like torch's dropout") == "fast_dropout-trains-like-torchs-dropout"
     assert anchor(" 300 s, one setting") == "300-s-one-setting"
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Notes\n```bash\n# not a heading\n```\n## Notes\n### Other\n")
+    assert list(anchors(doc)) == ["notes", "notes-1", "other"]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
@@ -42,6 +52,6 @@ def test_relative_links_and_anchors_resolve(doc):
         linked = (doc.parent / path).resolve() if path else doc
         if not linked.exists():
             broken.append(f"{target}: no file {linked}")
-        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+        elif fragment and linked.suffix == ".md" and fragment not in set(anchors(linked)):
             broken.append(f"{target}: no heading with anchor #{fragment} in {linked.name}")
     assert not broken, "\n".join(broken)

@@ -251,6 +251,14 @@ def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     assert sum(p["host_ms"] for p in phases.values()) == pytest.approx(summary["wall_ms"])
     assert phases[step_profile.REST_PHASE]["host_ms"] < summary["wall_ms"]
     assert all(p["gpu_ops"] == 0 for p in phases.values())
+    # In the trace: one range per phase and microbatch (3 batches of 2 microbatches), in the step's order.
+    events = step_profile.load_trace(str(tmp_path / "trace-0.json"))
+    ranges = {name: sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                           if e.get("name") == step_profile.PHASE_PREFIX + name)
+              for name in ("forward", "loss", "backward")}
+    assert [len(r) for r in ranges.values()] == [6, 6, 6]
+    for forward, loss, backward in zip(*ranges.values()):
+        assert forward[1] <= loss[0] <= loss[1] <= backward[0] < backward[1]
     assert os.path.getsize(tmp_path / "trace-0.json") > 1000
     out = capsys.readouterr().out
     assert "Step profile over 3 batches" in out and f"| forward | {phases['forward']['host_ms']:.1f} | - | - |" in out
@@ -343,6 +351,11 @@ def test_phases_own_the_gpu_operations_launched_inside_them(capsys):
     out = capsys.readouterr().out
     assert "| forward | 0.1 | 2 | 0.1 |" in out and "| backward | 0.3 | 1 | 0.1 |" in out
     assert f"| {step_profile.REST_PHASE} | 0.6 | 1 | 0.0 |" in out
+    # From a saved trace alone the wall time is the GPU's span, on another clock: the rest's host time is unknown.
+    again = step_profile.summarize_trace(trace, wall_ms=None, batches=2, top=0)
+    assert again["phases"][step_profile.REST_PHASE]["host_ms"] is None
+    assert again["phases"]["forward"] == phases["forward"]
+    assert f"| {step_profile.REST_PHASE} | - | 1 | 0.0 |" in step_profile.report(again)
 
 
 @pytest.mark.parametrize("value, message", [

@@ -67,7 +67,10 @@ class StepProfile(Callback):
 
     def run_event(self, event: Event, state: State, logger: Logger) -> None:
         if self._profiler is not None:
-            if self._phase is not None and event == self._phase[1]:
+            # A batch boundary closes a phase too: a microbatch retried after an out-of-memory error
+            # (device_train_microbatch_size: auto) never reaches the event that would.
+            if self._phase is not None and event in (self._phase[1], Event.BEFORE_TRAIN_BATCH,
+                                                     Event.AFTER_TRAIN_BATCH):
                 self._close_phase()
             if event in PHASE_EVENTS:
                 self._close_phase()
@@ -127,6 +130,8 @@ class StepProfile(Callback):
             self._close_phase()
             self._profiler.__exit__(None, None, None)
             self._profiler = None
+
+    close = fit_end  # also when training raised inside the window (the trainer still closes)
 
 
 SHORT_GAP_US = 100.0  # idle gaps shorter than this are launch-bound stretches, not stalls
@@ -226,11 +231,13 @@ def phase_times(trace: list[dict], batches: int) -> dict[str, dict]:
 
 def summarize_trace(trace: list[dict], wall_ms: Optional[float], batches: int, top: int) -> dict:
     """Per-batch figures of a step profile's Chrome trace: GPU busy and idle milliseconds (``None`` without
-    GPU operations), the phases (:func:`phase_times`) and the longest kernels. ``wall_ms`` per batch, or
-    None to take the span from the first GPU operation to the end of the last."""
+    GPU operations), the phases (:func:`phase_times`) and the longest kernels. ``wall_ms`` per batch (the
+    host's), or None to take the span from the first GPU operation to the end of the last; the rest of the
+    step's host time is then unknown (``None``), as the span is on the GPU's clock."""
     gpu = trace_device_events(trace)
     timeline = gpu_timeline(gpu)
     per_batch = 1e3 * batches
+    host_wall = wall_ms is not None
     wall_ms = timeline["span_us"] / per_batch if wall_ms is None else wall_ms
     summary = {"batches": batches, "wall_ms": wall_ms, "kernel_ms": None, "gpu_ops": None, "idle_ms": None,
                "top_kernels": [], "top_host_ops": []}
@@ -240,7 +247,7 @@ def summarize_trace(trace: list[dict], wall_ms: Optional[float], batches: int, t
                        idle_short_gaps_ms=short_ms, idle_stalls_ms=max(0.0, wall_ms - busy_ms - short_ms),
                        top_kernels=[(name, us / per_batch) for name, us in kernel_times(gpu)[:top]])
     phases = phase_times(trace, batches)
-    if phases:
+    if phases and host_wall:  # the rest's host time is the host's wall time less the phases'
         marked = sum(p["host_ms"] for name, p in phases.items() if name != REST_PHASE)
         phases[REST_PHASE]["host_ms"] = max(0.0, wall_ms - marked)
     summary["phases"] = phases
@@ -262,7 +269,8 @@ def report(summary: dict) -> str:
         gpu = summary["kernel_ms"] is not None
         lines += ["", "| phase | host ms | GPU operations launched | their GPU busy ms |", "|---|---:|---:|---:|"]
         for name, phase in summary["phases"].items():
-            lines.append(f"| {name} | {phase['host_ms']:.1f} | " + (
+            host = "-" if phase["host_ms"] is None else f"{phase['host_ms']:.1f}"
+            lines.append(f"| {name} | {host} | " + (
                 f"{phase['gpu_ops']:,.0f} | {phase['gpu_ms']:.1f} |" if gpu else "- | - |"))
     for title, rows in (("kernels", summary["top_kernels"]), ("host operations (self time)",
                                                              summary["top_host_ops"])):
