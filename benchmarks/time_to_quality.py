@@ -154,10 +154,12 @@ def is_done(args, name: str, stage: str) -> bool:
 
 
 def reuse_summary(args) -> None:
-    """Every finished run of ``--reuse``'s summary (its ``curves``) that is not finished under ``--out``
-    becomes a finished run folder holding its eval curve (``metrics.jsonl``) and ``pretrain.DONE``; a run
-    the summary has a fine-tuning result for (``downstream``) also gets that result and ``finetune.DONE``.
-    So a summary written part-way (``--summary`` is rewritten after every finished stage) continues."""
+    """The finished runs of ``--reuse``'s summary that are not finished under ``--out`` become finished run
+    folders: their eval curve (``metrics.jsonl``, ``pretrain.DONE``) and, where the summary has one, their
+    fine-tuning result (``finetune/results.json``, ``finetune.DONE``). A sweep run is reused from its curve
+    alone; a retrained or longer run only with its fine-tuning result, which is what it is trained for
+    (without it, its machine went while it fine-tuned: it is trained again). So a summary written part-way
+    (``--summary`` is rewritten after every finished stage) continues."""
     try:
         with open(args.reuse) as f:
             record = json.load(f)
@@ -169,20 +171,28 @@ def reuse_summary(args) -> None:
                           f"{SCALED}, {args.eval_every_s:g}): its runs are not comparable with new ones.")
     args.reused_from = {key: record[key] for key in ("what", "command", "commit", "machine", "earlier")
                         if key in record}
-    reused = [name for name in record.get("curves", {}) if not is_done(args, name, "pretrain")]
+    results = {name: result for name, result in record.get("downstream", {}).items() if result is not None}
+    reused = [name for name in record.get("curves", {})
+              if (name in record.get("sweep", {}) or name in results) and not is_done(args, name, "pretrain")]
     for name in reused:
         folder = os.path.join(args.out, name)
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
         ttq.write_eval_log(record["curves"][name], os.path.join(folder, "metrics.jsonl"))
         open(os.path.join(folder, "pretrain.DONE"), "w").close()
-    finetuned = [name for name, result in record.get("downstream", {}).items()
-                 if result is not None and is_done(args, name, "pretrain") and not is_done(args, name, "finetune")]
-    for name in finetuned:
-        ttq.write_downstream(record["downstream"][name], TASK, os.path.join(args.out, name, "finetune", "results.json"))
-        open(os.path.join(args.out, name, "finetune.DONE"), "w").close()
+        if name in results:
+            ttq.write_downstream(results[name], TASK, os.path.join(folder, "finetune", "results.json"))
+            open(os.path.join(folder, "finetune.DONE"), "w").close()
+    # The summary's sweep runs at this budget join this sweep (the best is chosen among all of them), and
+    # everything it holds is carried into the summaries written here, so that no piece forgets a run.
+    args.reused_sweep = {name: {key: run[key] for key in ("model", "lr", "warmup", "budget_s")}
+                         for name, run in record.get("sweep", {}).items()
+                         if run.get("budget_s") == args.budget_s and is_done(args, name, "pretrain")}
+    args.carried = {"curves": record.get("curves", {}), "downstream": results,
+                    "unfinished": record.get("unfinished", {})}
+    finetuned = [name for name in reused if name in results]
     print(f"[ttq] reusing {len(reused)} finished run(s) from {args.reuse}: {', '.join(reused) or 'none'}"
-          + (f"; fine-tuning results of {', '.join(finetuned)}" if finetuned else ""), flush=True)
+          + (f"; with the fine-tuning results of {', '.join(finetuned)}" if finetuned else ""), flush=True)
 
 
 def prepare_data(args) -> str:
@@ -269,32 +279,37 @@ def run_stages(stages: tuple[str, ...], runs: dict[str, dict], gpus: list[str], 
     slots = gpus or [None]
     running: dict[int, tuple[str, str, subprocess.Popen, object]] = {}  # slot index -> run, stage
     failed = []
-    while todo or running:
-        for index in [i for i in range(len(slots)) if i not in running]:
-            if todo:
-                running[index] = start_stage(*todo.pop(0), runs, slots[index], args, mds)
-        time.sleep(2)
-        for index, (name, stage, proc, bar) in list(running.items()):
-            if bar is not None:
-                bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
-                bar.refresh()
-            if proc.poll() is None:
-                continue
-            del running[index]
-            if bar is not None:
-                bar.close()
-            log_path = os.path.join(args.out, name, f"{stage}.log")
-            if proc.returncode != 0:
-                failed.append(name)
-                print(f"\n[ttq] {stage} of {name} failed (exit {proc.returncode}); end of {log_path}:\n"
-                      f"{log_tail(log_path)}", file=sys.stderr, flush=True)
-                continue
-            open(os.path.join(args.out, name, f"{stage}.DONE"), "w").close()
-            if saved is not None:
-                saved()
-            following = next_stage(name, after=stage)
-            if following is not None:  # on the same GPU, before any other run
-                running[index] = start_stage(name, following, runs, slots[index], args, mds)
+    try:
+        while todo or running:
+            for index in [i for i in range(len(slots)) if i not in running]:
+                if todo:
+                    running[index] = start_stage(*todo.pop(0), runs, slots[index], args, mds)
+            time.sleep(2)
+            for index, (name, stage, proc, bar) in list(running.items()):
+                if bar is not None:
+                    bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
+                    bar.refresh()
+                if proc.poll() is None:
+                    continue
+                del running[index]
+                if bar is not None:
+                    bar.close()
+                log_path = os.path.join(args.out, name, f"{stage}.log")
+                if proc.returncode != 0:
+                    failed.append(name)
+                    print(f"\n[ttq] {stage} of {name} failed (exit {proc.returncode}); end of {log_path}:\n"
+                          f"{log_tail(log_path)}", file=sys.stderr, flush=True)
+                    continue
+                open(os.path.join(args.out, name, f"{stage}.DONE"), "w").close()
+                if saved is not None:
+                    saved()
+                following = next_stage(name, after=stage)
+                if following is not None:  # on the same GPU, before any other run
+                    running[index] = start_stage(name, following, runs, slots[index], args, mds)
+    except BaseException:  # Ctrl-C or an error here: no run goes on unsupervised
+        for _, _, proc, _ in running.values():
+            proc.terminate()
+        raise
     if failed:
         raise SystemExit(1)
 
@@ -386,6 +401,19 @@ def sweep_record(sweep: dict[str, dict], sweep_curves: dict[str, list[dict]], be
             "best": best, "curves": sweep_curves}
 
 
+def unfinished_record(args, runs: dict[str, dict]) -> dict[str, dict]:
+    """Runs that have not finished, each with the eval curve it got to (a later ``--reuse`` trains them)."""
+    record = {}
+    for name, run in runs.items():
+        metrics = os.path.join(args.out, name, "metrics.jsonl")
+        try:
+            partial = ttq.eval_curve(metrics) if os.path.isfile(metrics) else []
+        except RecipeError:  # stopped before its training clock was first logged (e.g. while compiling)
+            partial = []
+        record[name] = {**run, "curve": partial}
+    return record
+
+
 def fine_tuned(args, runs: dict[str, dict]) -> dict[str, dict]:
     """run -> its downstream accuracy statistics, for the runs fine-tuned so far."""
     return {name: downstream(args, name) for name in runs if is_done(args, name, "finetune")}
@@ -393,12 +421,16 @@ def fine_tuned(args, runs: dict[str, dict]) -> dict[str, dict]:
 
 def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> dict:
     """What has finished so far (the summary rewritten after every stage): the finished sweep runs, each
-    model's best of them once every model has one, the eval curves of every finished run (the sweep's and
-    ``others``, the retrained and longer runs) and the fine-tuning results."""
+    model's best of them once the whole sweep has finished (``unfinished`` lists the rest until then), the
+    eval curves of every finished run (the sweep's and ``others``, the retrained and longer runs) and the
+    fine-tuning results."""
     finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
     sweep_curves = curves(args, finished)
-    complete = {run["model"] for run in finished.values()} == set(MODELS)
+    complete = len(finished) == len(sweep)
     record = sweep_record(finished, sweep_curves, best_of_each_model(finished, sweep_curves) if complete else {})
+    if not complete:
+        record["unfinished"] = unfinished_record(args, {name: run for name, run in sweep.items()
+                                                        if name not in finished})
     record["curves"].update(curves(args, {name: run for name, run in others.items()
                                           if is_done(args, name, "pretrain")}))
     record["downstream"] = fine_tuned(args, {**sweep, **others})
@@ -424,14 +456,9 @@ def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, di
     record = {**sweep_record(sweep, sweep_curves, best), "downstream": fine_tuned(args, sweep)}
     table = sweep_table(sweep, sweep_curves, best)
     if unfinished:
-        record["unfinished"] = {}
-        for name, run in unfinished.items():
-            metrics = os.path.join(args.out, name, "metrics.jsonl")
-            try:
-                partial = ttq.eval_curve(metrics) if os.path.isfile(metrics) else []
-            except RecipeError:  # stopped before its training clock was first logged (e.g. while compiling)
-                partial = []
-            record["unfinished"][name] = {**run, "curve": partial}
+        record["unfinished"] = unfinished_record(args, unfinished)
+        for name, run in record["unfinished"].items():
+            partial = run["curve"]
             reached = (f"eval loss {partial[-1]['loss']:.4f} at {partial[-1]['seconds']:.0f} s (step "
                        f"{partial[-1]['step']})" if partial else "no evaluation")
             table += f"\nUnfinished, left out of the sweep: {name} ({reached}).\n"
@@ -464,9 +491,20 @@ def write_summary(args, record: dict) -> None:
     if reused_from:
         published["earlier"] = reused_from.get("earlier", []) + [
             {key: value for key, value in reused_from.items() if key != "earlier"}]
+    # What --reuse's summary held stays, where this invocation has nothing newer (another grid, runs of
+    # another budget, a sweep still running), so that the next piece can reuse it too.
+    carried = getattr(args, "carried", {})
+    for key in ("curves", "downstream"):
+        published[key] = {**carried.get(key, {}), **published.get(key, {})}
+    unfinished = {**carried.get("unfinished", {}), **published.get("unfinished", {})}
+    unfinished = {name: run for name, run in unfinished.items() if name not in published["curves"]}
+    if unfinished:
+        published["unfinished"] = unfinished
+    # Written whole or not at all: the machine may go at any moment, and --summary may be --reuse's file.
     os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
-    with open(args.summary, "w") as f:
+    with open(args.summary + ".tmp", "w") as f:
         json.dump(published, f, indent=1)
+    os.replace(args.summary + ".tmp", args.summary)
 
 
 def report(args, sweep, sweep_curves, best, represented, long_runs, long_curves) -> dict:
@@ -521,6 +559,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
     if args.reuse:
         reuse_summary(args)
+        sweep.update({name: run for name, run in args.reused_sweep.items() if name not in sweep})
     if args.report_only:
         finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
         unfinished = {name: run for name, run in sweep.items() if name not in finished}
@@ -535,7 +574,10 @@ def main(argv=None) -> int:
 
     def saved() -> None:
         if args.summary:
-            write_summary(args, progress_record(args, sweep, others))
+            try:
+                write_summary(args, progress_record(args, sweep, others))
+            except (OSError, RecipeError) as err:  # the runs go on; the final summary is written at the end
+                print(f"[ttq] could not rewrite {args.summary}: {err}", file=sys.stderr, flush=True)
 
     run_stages(("pretrain",), sweep, gpus, args, mds, saved)
     if args.sweep_only:

@@ -17,6 +17,9 @@ def plot_sweep(summary_path: str, out: str) -> None:
     with open(summary_path) as f:
         record = json.load(f)
     curves, best = record["curves"], record["best"]
+    if not best:
+        raise SystemExit(f"{summary_path}: its sweep has not finished (no best run yet; 'unfinished' lists the runs "
+                         "still to train), so there is no sweep to plot.")
     bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
     baseline = next(iter(best))

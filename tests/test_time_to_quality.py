@@ -172,7 +172,7 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     continued = subprocess.run(elsewhere_command("continued", tmp_path / "published.json"), capture_output=True,
                                text=True, timeout=300, env=env, cwd=tmp_path)
     assert continued.returncode == 0, continued.stdout[-3000:] + continued.stderr[-3000:]
-    assert "reusing 4 finished run(s)" in continued.stdout and "; fine-tuning results of" in continued.stdout
+    assert "reusing 4 finished run(s)" in continued.stdout and "; with the fine-tuning results of" in continued.stdout
     assert "trained |" not in continued.stderr and "finetune.log" not in continued.stdout
     assert json.loads((tmp_path / "continued" / "results.json").read_text())["budgets"] == rebuilt["budgets"]
 
@@ -199,6 +199,16 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     partial = json.loads((tmp_path / "elsewhere.json").read_text())
     assert set(new_runs) <= set(partial["curves"]) and partial["downstream"] == {}
     assert partial["earlier"][-1]["command"] == published["command"]
+    # Reused elsewhere, that summary gives back the sweep, not the runs it lacks the fine-tuning of (their
+    # checkpoints went with the machine; they are trained again).
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    partial_command = elsewhere_command("partial", tmp_path / "partial.json")
+    at = partial_command.index("--task_dir")
+    restarted = subprocess.run([*partial_command[:at], *partial_command[at + 2:], "--report_only"],
+                               capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "reusing 4 finished run(s)" in restarted.stdout
+    assert not any((tmp_path / "partial" / name).exists() for name in new_runs)
     retrained = subprocess.run(longer, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stdout[-3000:] + retrained.stderr[-3000:]
     assert "trained |" not in retrained.stderr and retrained.stdout.count("finetune.log") == 4
@@ -253,15 +263,73 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert (tmp_path / "elsewhere" / record["best"]["bert"] / "pretrain.DONE").is_file()
 
 
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ttq_script", os.path.join(REPO, "benchmarks", "time_to_quality.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
     """The script converts into <out>/mds itself: a folder left there without its index is its own earlier,
     interrupted conversion, and the error says to delete it (not to build data elsewhere)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pareto_script", os.path.join(REPO, "benchmarks", "time_to_quality.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     (tmp_path / "mds" / "train").mkdir(parents=True)  # shards never finished: no index.json
     args = script.parse_args(["--train", "t.txt", "--val", "v.txt", "--task_dir", "x", "--out", str(tmp_path)])
     with pytest.raises(RecipeError, match="incomplete conversion from an earlier run.*Delete it"):
         script.prepare_data(args)
+
+
+def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path):
+    """--reuse restores a sweep run from its curve and a later run only with its fine-tuning result, never
+    gives a run finished here another machine's result, and joins the summary's sweep runs of this budget to
+    this sweep; a summary written mid-sweep names no best and lists what is unfinished; every summary keeps
+    what the reused one held, and is written whole."""
+    script = load_script()
+    out = tmp_path / "out"
+    args = script.parse_args(["--out", str(out), "--budget_s", "3", "--eval_every_s", "1", "--lrs", "1e-3",
+                              "--reuse", str(tmp_path / "reused.json"), "--summary", str(tmp_path / "new.json")])
+    point = [{"step": 5, "seconds": 3.1, "loss": 7.0, "accuracy": 0.1}]
+    accuracy = {"mean": 0.7, "std": 0.01, "n": 3}
+    sweep_run = {"model": "bert", "lr": 2e-3, "warmup": "0.06dur", "budget_s": 3.0, "final": point[0]}
+    record = {"scaled_recipe": script.SCALED, "eval_every_s": 1.0, "command": "python earlier",
+              "sweep": {"bert-lr0.002-wu0.06dur-3s": sweep_run,
+                        "bert-lr0.002-wu0.06dur-9s": {**sweep_run, "budget_s": 9.0}},
+              "curves": {name: point for name in ("bert-lr0.002-wu0.06dur-3s", "bert-lr0.002-wu0.06dur-9s",
+                                                  "bert-lr0.001-wu0.06dur-3s-again", "bert-lr0.001-wu0.06dur-600s",
+                                                  "mosaicbert-lr0.001-wu0.06dur-3s")},
+              "downstream": {"bert-lr0.001-wu0.06dur-3s-again": accuracy, "mosaicbert-lr0.001-wu0.06dur-3s": accuracy},
+              "unfinished": {"bert-lr0.0002-wu300ba-3s": {"model": "bert", "curve": []}}}
+    (tmp_path / "reused.json").write_text(json.dumps(record))
+    # A run finished here, whose fine-tuning failed: the summary's result is another run's, not this one's.
+    local = out / "mosaicbert-lr0.001-wu0.06dur-3s"
+    local.mkdir(parents=True)
+    pareto.write_eval_log([{**point[0], "loss": 6.0}], str(local / "metrics.jsonl"))
+    (local / "pretrain.DONE").touch()
+    script.reuse_summary(args)
+    done = {name for name in os.listdir(out) if (out / name / "pretrain.DONE").exists()}
+    assert done == {"bert-lr0.002-wu0.06dur-3s", "bert-lr0.002-wu0.06dur-9s", "bert-lr0.001-wu0.06dur-3s-again",
+                    "mosaicbert-lr0.001-wu0.06dur-3s"}  # the 600 s run has no fine-tuning result: trained again
+    assert (out / "bert-lr0.001-wu0.06dur-3s-again" / "finetune.DONE").exists()
+    assert script.downstream(args, "bert-lr0.001-wu0.06dur-3s-again") == accuracy
+    assert not (local / "finetune.DONE").exists() and pareto.eval_curve(str(local / "metrics.jsonl"))[0]["loss"] == 6.0
+    assert set(args.reused_sweep) == {"bert-lr0.002-wu0.06dur-3s"}  # the 9 s run is another budget's
+
+    # Mid-sweep (the grid's BERT run at 1e-3 has not finished): no best, the unfinished runs named.
+    sweep = {**script.sweep_runs(args), **args.reused_sweep}
+    progress = script.progress_record(args, sweep, others={})
+    assert progress["best"] == {} and "bert-lr0.001-wu0.06dur-3s" in progress["unfinished"]
+    assert set(progress["sweep"]) == {"bert-lr0.002-wu0.06dur-3s", "mosaicbert-lr0.001-wu0.06dur-3s"}
+    script.write_summary(args, progress)
+    written = json.loads((tmp_path / "new.json").read_text())
+    assert not (tmp_path / "new.json.tmp").exists()
+    assert set(written["curves"]) == set(record["curves"])  # the 600 s and 9 s runs are carried
+    assert written["curves"]["mosaicbert-lr0.001-wu0.06dur-3s"][0]["loss"] == 6.0  # this machine's run wins
+    assert written["downstream"] == record["downstream"] and written["earlier"] == [{"command": "python earlier"}]
+    assert set(written["unfinished"]) == {"bert-lr0.0002-wu300ba-3s", "bert-lr0.001-wu0.06dur-3s"}
+    plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
+                              str(tmp_path / "new.json"), "--out", str(tmp_path / "sweep.png")],
+                             capture_output=True, text=True, timeout=120)
+    assert plotted.returncode == 1 and "has not finished" in plotted.stderr and not (tmp_path / "sweep.png").exists()
