@@ -33,6 +33,7 @@ import torch
 
 from mosaicbert.errors import describe
 from mosaicbert.training.step_profile import device_events, kernel_times
+from mosaicbert.training.trainer import torch_compile_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"mosaic_bert": "yamls/mosaicbert-base.yaml", "hf_bert": "yamls/bert-base.yaml"}
@@ -158,7 +159,9 @@ def run_variant(variant, cfg, mode, batch_sets, args, tokenizer, peak_tflops):
     model = registry.build_named(registry.MODELS, cfg.model, tokenizer=tokenizer, max_seq_len=seq)
     model.to(args.device).train()
     optimizer = registry.build_named(registry.OPTIMIZERS, cfg.optimizer, params=model.parameters())
-    forward = torch.compile(model) if mode == "compile" else model
+    forward = model
+    if mode == "compile":  # with the recipe's compile_config, as main.py compiles it (compile_config.options...)
+        forward = torch.compile(model, **(torch_compile_kwargs(cfg.compile_config) or {}))
     amp = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda")
 
     def step(b):

@@ -9,9 +9,10 @@
 #                    backend, seq 128 x 256 and seq 512 x 64, full rows and rows of uniform length
 #   profile          benchmark.py --profile: the kernel table of MosaicBERT's step (seq 128, full rows)
 #   microbench       microbench.py: attention layouts and the GeGLU block, per layer
-#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128;
-#                    MAIN_MICROBATCHES="128 256 512" runs it at each) for 60 steps, then benchmark.py on
-#                    the same batches at each microbatch size
+#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128)
+#                    for 60 steps, then benchmark.py on the same batches at each microbatch size.
+#                    MAIN_VARIANTS runs main.py once per entry, MB or MB:KEY=VALUE,KEY=VALUE, e.g.
+#                    "128 512 512:compile_config.options.combo_kernels=true" (default "128")
 #   main-profile     main.py at that shape with callbacks.step_profile over batches 30-34: wall time per
 #                    batch against GPU busy time, the longest kernels and host operations
 #   scaling          scaling.py at 1 .. all visible GPUs
@@ -108,23 +109,27 @@ for task in "$@"; do
       echo "microbench: exit $?"; grep "^|" "$out/microbench.log";;
     main)
       mds
-      for mb in ${MAIN_MICROBATCHES:-128}; do
+      microbatches=""
+      for variant in ${MAIN_VARIANTS:-128}; do  # MB or MB:KEY=VALUE,KEY=VALUE
+        mb=${variant%%:*}; sets=""; label="mb$mb"
+        if [ "$variant" != "$mb" ]; then sets=${variant#*:}; label="$label-$(printf '%s' "$sets" | tr -c 'A-Za-z0-9_.=-' '_')"; fi
+        case " $microbatches " in *" $mb "*) ;; *) microbatches="$microbatches $mb";; esac
         rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
         # shellcheck disable=SC2086
         python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
             eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size="$mb" \
             max_duration=60ba callbacks.speed_monitor.window_size=30 progress_bar=false \
-            loggers.jsonl.path="$out/main-mb$mb-metrics.jsonl" ${MAIN_SET:-} > "$out/main-mb$mb.log" 2>&1
-        echo "main.py, microbatch $mb: exit $?"
+            loggers.jsonl.path="$out/main-$label-metrics.jsonl" ${sets//,/ } ${MAIN_SET:-} > "$out/main-$label.log" 2>&1
+        echo "main.py, $label: exit $?"
         python3 benchmarks/scaling.py yamls/mosaicbert-base.yaml --steps 60 --warmup 30 --out "$work/main-table" \
-            --from_metrics "1=$out/main-mb$mb-metrics.jsonl" | tail -n 4
+            --from_metrics "1=$out/main-$label-metrics.jsonl" | tail -n 4
       done
       rm -rf "$work/bench-data" && cp -r "$work/mds" "$work/bench-data"
       # the benchmark at each microbatch size: one optimizer step per microbatch of those batches
-      # shellcheck disable=SC2046
+      # shellcheck disable=SC2046,SC2086
       bench main-batches --mds "$work/bench-data" --variants mosaic_bert:auto:compile \
-          --shapes $(for mb in ${MAIN_MICROBATCHES:-128}; do printf '128x%s ' "$mb"; done) \
-          --lengths dataset --steps 20 --warmup 8;;
+          --shapes $(for mb in $microbatches; do printf '128x%s ' "$mb"; done) \
+          --lengths dataset --steps 20 --warmup 8 --set ${MAIN_SET:-};;
     main-profile)
       mds
       rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"

@@ -28,3 +28,14 @@ def test_kernel_times_are_grouped_per_step_first_match_wins():
         "LayerNorm (+ residual, dropout)": 1.5432, "optimizer": 1.0922, "q/k/v copies, (un)padding gathers": 0.8746,
         "other": 0.6322})
     assert list(groups) == sorted(groups, key=groups.get, reverse=True)
+
+
+def test_a_variant_compiles_with_its_recipes_compile_config():
+    """A variant's overrides reach torch.compile's arguments as main.py's would (optimize_ddp aside)."""
+    from mosaicbert.training.trainer import torch_compile_kwargs
+
+    mode, cfg = benchmark.variant_recipe("mosaic_bert:sdpa:compile:compile_config.options.combo_kernels=true", 128, [])
+    assert mode == "compile" and cfg.model["config"]["attention_backend"] == "sdpa"
+    assert torch_compile_kwargs(cfg.compile_config) == {"options": {"combo_kernels": True}}
+    _, plain = benchmark.variant_recipe("mosaic_bert:sdpa:compile", 128, [])
+    assert torch_compile_kwargs(plain.compile_config) == {}

@@ -117,14 +117,20 @@ def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
 TORCH_OPTIMIZE_DDP = torch._dynamo.config.optimize_ddp  # torch's default, read before anything sets it
 
 
+def torch_compile_kwargs(compile_config) -> Optional[dict]:
+    """``torch.compile``'s arguments from the recipe's ``compile_config`` (None: no compilation). Its
+    ``optimize_ddp`` is a dynamo setting rather than an argument (how compiled graphs meet DDP's buckets),
+    and a process-wide one: it is set on every call, so a recipe without the key gets torch's default even
+    after another build in the same process (fine-tuning jobs) set it."""
+    kwargs = dict(compile_config) if compile_config is not None else None
+    torch._dynamo.config.optimize_ddp = (kwargs or {}).pop("optimize_ddp", TORCH_OPTIMIZE_DDP)
+    return kwargs
+
+
 def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
     """Trainer arguments that come straight from the shared top-level keys."""
     parallelism = {"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None
-    compile_config = dict(cfg.compile_config) if cfg.compile_config is not None else None
-    # A dynamo setting rather than a torch.compile argument (how compiled graphs meet DDP's buckets), and a
-    # process-wide one: set on every build, so a run without the key gets torch's default even after a
-    # run in the same process (fine-tuning jobs) set it.
-    torch._dynamo.config.optimize_ddp = (compile_config or {}).pop("optimize_ddp", TORCH_OPTIMIZE_DDP)
+    compile_config = torch_compile_kwargs(cfg.compile_config)
     return dict(
         run_name=cfg.run_name, seed=cfg.seed, device=device, precision=cfg.precision,
         max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
