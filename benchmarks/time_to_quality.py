@@ -560,6 +560,8 @@ def main(argv=None) -> int:
     if args.reuse:
         reuse_summary(args)
         sweep.update({name: run for name, run in args.reused_sweep.items() if name not in sweep})
+        sweep = dict(sorted(sweep.items(), key=lambda item: (list(MODELS).index(item[1]["model"]), item[1]["lr"],
+                                                              item[1]["warmup"])))
     if args.report_only:
         finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
         unfinished = {name: run for name, run in sweep.items() if name not in finished}
