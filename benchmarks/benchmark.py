@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mosaicbert.errors import describe
-from mosaicbert.training.step_profile import device_events, kernel_times
+from mosaicbert.training.step_profile import kernel_times, profiler_trace, trace_device_events
 from mosaicbert.training.trainer import torch_compile_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,7 +271,8 @@ def profile(step, batches, args):
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
         print("\nkernel time per step, grouped (all kernels):")
-        for label, ms in group_kernel_times(kernel_times(device_events(prof.events())), steps=PROFILE_STEPS).items():
+        kernels = kernel_times(trace_device_events(profiler_trace(prof)))
+        for label, ms in group_kernel_times(kernels, steps=PROFILE_STEPS).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
 
 

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 
 import pytest
 import torch
@@ -247,9 +246,10 @@ def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     phases = summary["phases"]
     assert list(phases) == step_profile.PHASES
     assert phases["forward"]["host_ms"] > 0 and phases["backward"]["host_ms"] > 0
-    # The phases fill the wall time, no more.
-    assert sum(p["host_ms"] for p in phases.values()) == pytest.approx(summary["wall_ms"])
-    assert phases[step_profile.REST_PHASE]["host_ms"] < summary["wall_ms"]
+    # The marked phases take part of the wall time (the rest is data, optimizer, loop), never more.
+    marked = sum(phases[name]["host_ms"] for name in ("forward", "loss", "backward"))
+    assert 0 < marked < summary["wall_ms"]
+    assert phases[step_profile.REST_PHASE]["host_ms"] == pytest.approx(summary["wall_ms"] - marked)
     assert all(p["gpu_ops"] == 0 for p in phases.values())
     # In the trace: one range per phase and microbatch (3 batches of 2 microbatches), in the step's order.
     events = step_profile.load_trace(str(tmp_path / "trace-0.json"))
@@ -268,41 +268,28 @@ def test_step_profile_reports_the_profiled_batches(tiny_mds, tmp_path, capsys):
     assert again.returncode == 2 and "has no GPU kernels" in again.stderr, again.stderr[-2000:]
 
 
-def interval(start, end):
-    return types.SimpleNamespace(start=start, end=end)
-
-
 def test_gpu_busy_time_is_the_union_of_kernels_without_annotated_ranges(tmp_path, capsys):
     """Busy time counts overlapping kernels once and leaves out record_function ranges on the GPU timeline
-    (the optimizer's step range spans its kernels); idle gaps are split at 0.1 ms; a saved Chrome trace of
-    the same events gives the same figures."""
-    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
-    events = [types.SimpleNamespace(name=name, device_type=device, is_user_annotation=annotation,
-                                    time_range=interval(start, end))
-              for name, device, annotation, start, end in [
-                  ("gemm", cuda, False, 0, 1000),
-                  ("elementwise", cuda, False, 500, 1200),     # overlaps the gemm on another stream
-                  ("memset", cuda, False, 200, 300),            # inside the gemm's interval
-                  ("gemm", cuda, False, 1250, 2000),           # after a 50 us gap: launch-bound
-                  ("Optimizer.step#AdamW.step", cuda, True, 0, 5000),
-                  ("microbatch#range", cpu, True, 0, 3000),      # a record_function range on the host ...
-                  ("microbatch#range", cuda, False, 0, 3000),    # ... and its GPU twin, even when not flagged
-                  ("aten::mm", cpu, False, 0, 3000),
-                  ("adam", cuda, False, 4000, 4500),           # after a 2 ms stall
-              ]]
-    gpu = step_profile.device_events(events)
+    (the optimizer's step range spans its kernels); idle gaps are split at 0.1 ms; a saved Chrome trace
+    gives the same figures from the command line."""
+    trace = [{"cat": cat, "name": name, "ts": start, "dur": end - start} for cat, name, start, end in [
+        ("kernel", "gemm", 0, 1000),
+        ("kernel", "elementwise", 500, 1200),          # overlaps the gemm on another stream
+        ("gpu_memset", "memset", 200, 300),            # inside the gemm's interval
+        ("kernel", "gemm", 1250, 2000),                # after a 50 us gap: launch-bound
+        ("gpu_user_annotation", "Optimizer.step#AdamW.step", 0, 5000),  # a record_function range on the GPU
+        ("user_annotation", "microbatch#range", 0, 3000),               # ... and one on the host
+        ("cpu_op", "aten::mm", 0, 3000),
+        ("kernel", "adam", 4000, 4500),                # after a 2 ms stall
+        ("kernel", "empty", 4600, 4600),               # no duration: nothing ran
+    ]]
+    gpu = step_profile.trace_device_events(trace)
     assert [name for name, _, _ in gpu] == ["gemm", "elementwise", "memset", "gemm", "adam"]
     timeline = {"busy_us": 2450.0, "span_us": 4500.0, "short_gaps_us": 50.0, "long_gaps_us": 2000.0}
     assert step_profile.gpu_timeline(gpu) == timeline
     assert step_profile.gpu_timeline(gpu[::-1]) == timeline  # in any order
     assert step_profile.kernel_times(gpu) == [("gemm", 1750.0), ("elementwise", 700.0), ("adam", 500.0),
                                               ("memset", 100.0)]
-
-    # The same GPU events in a Chrome trace, as the callback and the command line read them.
-    trace = [{"cat": "kernel" if "#" not in e.name else "gpu_user_annotation", "name": e.name,
-              "ts": e.time_range.start, "dur": e.time_range.end - e.time_range.start}
-             for e in events if e.device_type == cuda]
-    assert step_profile.trace_device_events(trace) == gpu
     summary = step_profile.summarize_trace(trace, wall_ms=5.0, batches=1, top=2)
     assert summary["kernel_ms"] == pytest.approx(2.45) and summary["idle_ms"] == pytest.approx(2.55)
     assert summary["idle_short_gaps_ms"] == pytest.approx(0.05) and summary["idle_stalls_ms"] == pytest.approx(2.5)

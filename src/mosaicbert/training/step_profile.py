@@ -104,23 +104,15 @@ class StepProfile(Callback):
         self._close_phase()
         profiler, self._profiler = self._profiler, None
         profiler.__exit__(None, None, None)
-        # The GPU side is read from the Chrome trace, which links each GPU operation to its launch.
-        if self.trace_path:
-            path = self.trace_path.format(rank=dist.get_global_rank(), run_name=state.run_name)
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            profiler.export_chrome_trace(path)
-            events = load_trace(path)
-        else:
-            with tempfile.TemporaryDirectory() as folder:
-                profiler.export_chrome_trace(os.path.join(folder, "trace.json"))
-                events = load_trace(os.path.join(folder, "trace.json"))
-        self.summary = summarize_trace(events, 1e3 * wall / self.batches, self.batches, self.top)
+        path = self.trace_path and self.trace_path.format(rank=dist.get_global_rank(), run_name=state.run_name)
+        self.summary = summarize_trace(profiler_trace(profiler, path), 1e3 * wall / self.batches, self.batches,
+                                       self.top)
         averages = profiler.key_averages()
         host = [(e.key, e.self_cpu_time_total / 1e3 / self.batches) for e in averages
                 if e.device_type == torch.autograd.DeviceType.CPU and e.self_cpu_time_total > 0
                 and not e.key.startswith(PHASE_PREFIX)]
         self.summary["top_host_ops"] = sorted(host, key=lambda kv: -kv[1])[:self.top]
-        if self.trace_path:
+        if path:
             self.summary["trace"] = path
         if dist.get_global_rank() == 0:
             print(report(self.summary), flush=True)
@@ -137,18 +129,6 @@ class StepProfile(Callback):
 SHORT_GAP_US = 100.0  # idle gaps shorter than this are launch-bound stretches, not stalls
 
 
-def device_events(events) -> list[tuple[str, float, float]]:
-    """``(name, start us, end us)`` of every GPU kernel, copy and memset in a profiler's ``events()``. Not
-    the ranges that ``record_function`` (e.g. the optimizer's ``Optimizer.step#AdamW.step``) marks on the
-    GPU timeline: they span the kernels inside them and would count those twice. Such a range is flagged
-    as a user annotation, and so is its host-side twin, whose name is also left out for safety."""
-    events = list(events)
-    annotated = {e.name for e in events if getattr(e, "is_user_annotation", False)}
-    return [(e.name, e.time_range.start, e.time_range.end) for e in events
-            if e.device_type == torch.autograd.DeviceType.CUDA and e.name not in annotated
-            and e.time_range.end > e.time_range.start]
-
-
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")  # cudaLaunchKernel, cudaMemcpyAsync, cuLaunchKernel ...
 
@@ -161,13 +141,28 @@ def load_trace(path: str) -> list[dict]:
     return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
+def profiler_trace(profiler: torch.profiler.profile, path: Optional[str] = None) -> list[dict]:
+    """The events of a finished profiler's Chrome trace, kept at ``path`` (made if missing) or, without one,
+    written to a temporary file. The GPU side is read from the trace: it links each GPU operation to its
+    launch, and files the ``record_function`` ranges on the GPU timeline apart from the kernels."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        profiler.export_chrome_trace(path)
+        return load_trace(path)
+    with tempfile.TemporaryDirectory() as folder:
+        profiler.export_chrome_trace(os.path.join(folder, "trace.json"))
+        return load_trace(os.path.join(folder, "trace.json"))
+
+
 def _gpu_trace_events(trace: list[dict]) -> list[dict]:
     return [e for e in trace if e.get("cat") in GPU_CATEGORIES and float(e.get("dur", 0)) > 0]
 
 
 def trace_device_events(trace: list[dict]) -> list[tuple[str, float, float]]:
-    """``device_events`` from a loaded Chrome trace: its kernels, copies and memsets (the trace files the
-    record_function ranges on the GPU timeline under another category)."""
+    """``(name, start us, end us)`` of every GPU kernel, copy and memset in a loaded Chrome trace. Not the
+    ranges that ``record_function`` (e.g. the optimizer's ``Optimizer.step#AdamW.step``) marks on the GPU
+    timeline, which the trace files under another category: they span the kernels inside them and would
+    count those twice."""
     return [(e["name"], float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in _gpu_trace_events(trace)]
 
 
