@@ -153,7 +153,7 @@ def is_done(args, name: str, stage: str) -> bool:
     return os.path.isfile(os.path.join(args.out, name, f"{stage}.DONE"))
 
 
-def reuse_summary(args) -> None:
+def reuse_summary(args) -> dict:
     """The finished runs of ``--reuse``'s summary that are not finished under ``--out`` become finished run
     folders: their eval curve (``metrics.jsonl``, ``pretrain.DONE``) and, where the summary has one, their
     fine-tuning result (``finetune/results.json``, ``finetune.DONE``). A sweep run is reused from its curve
@@ -169,8 +169,6 @@ def reuse_summary(args) -> None:
         raise RecipeError(f"--reuse {args.reuse!r} was made with another setup (scaled recipe "
                           f"{record.get('scaled_recipe')}, --eval_every_s {record.get('eval_every_s')}; here "
                           f"{SCALED}, {args.eval_every_s:g}): its runs are not comparable with new ones.")
-    args.reused_from = {key: record[key] for key in ("what", "command", "commit", "machine", "earlier")
-                        if key in record}
     results = {name: result for name, result in record.get("downstream", {}).items() if result is not None}
     reused = [name for name in record.get("curves", {})
               if (name in record.get("sweep", {}) or name in results) and not is_done(args, name, "pretrain")]
@@ -183,16 +181,19 @@ def reuse_summary(args) -> None:
         if name in results:
             ttq.write_downstream(results[name], TASK, os.path.join(folder, "finetune", "results.json"))
             open(os.path.join(folder, "finetune.DONE"), "w").close()
-    # The summary's sweep runs at this budget join this sweep (the best is chosen among all of them), and
-    # everything it holds is carried into the summaries written here, so that no piece forgets a run.
-    args.reused_sweep = {name: {key: run[key] for key in ("model", "lr", "warmup", "budget_s")}
-                         for name, run in record.get("sweep", {}).items()
-                         if run.get("budget_s") == args.budget_s and is_done(args, name, "pretrain")}
-    args.carried = {"curves": record.get("curves", {}), "downstream": results,
-                    "unfinished": record.get("unfinished", {})}
+    args.reused_record = record  # carried into every summary written here (write_summary)
     finetuned = [name for name in reused if name in results]
     print(f"[ttq] reusing {len(reused)} finished run(s) from {args.reuse}: {', '.join(reused) or 'none'}"
           + (f"; with the fine-tuning results of {', '.join(finetuned)}" if finetuned else ""), flush=True)
+    return record
+
+
+def reused_sweep(args, record: dict) -> dict[str, dict]:
+    """A reused summary's finished sweep runs at this budget: they join this sweep, and the best is chosen
+    among all of them."""
+    return {name: {key: run[key] for key in ("model", "lr", "warmup", "budget_s")}
+            for name, run in record.get("sweep", {}).items()
+            if run.get("budget_s") == args.budget_s and is_done(args, name, "pretrain")}
 
 
 def prepare_data(args) -> str:
@@ -487,19 +488,20 @@ def write_summary(args, record: dict) -> None:
     machine and versions; with ``--reuse``, ``earlier`` lists the invocations whose runs it reused."""
     published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
                  "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
-    reused_from = getattr(args, "reused_from", None)
-    if reused_from:
-        published["earlier"] = reused_from.get("earlier", []) + [
-            {key: value for key, value in reused_from.items() if key != "earlier"}]
-    # What --reuse's summary held stays, where this invocation has nothing newer (another grid, runs of
-    # another budget, a sweep still running), so that the next piece can reuse it too.
-    carried = getattr(args, "carried", {})
-    for key in ("curves", "downstream"):
-        published[key] = {**carried.get(key, {}), **published.get(key, {})}
-    unfinished = {**carried.get("unfinished", {}), **published.get("unfinished", {})}
-    unfinished = {name: run for name, run in unfinished.items() if name not in published["curves"]}
-    if unfinished:
-        published["unfinished"] = unfinished
+    reused = getattr(args, "reused_record", None)
+    if reused:
+        published["earlier"] = reused.get("earlier", []) + [
+            {key: reused[key] for key in ("what", "command", "commit", "machine") if key in reused}]
+        # What the reused summary held stays, where this invocation has nothing newer (another grid, runs of
+        # another budget, a sweep still running), so that the next piece can reuse it too.
+        for key in ("curves", "downstream", "unfinished"):
+            published[key] = {**reused.get(key, {}), **published.get(key, {})}
+        published["downstream"] = {name: result for name, result in published["downstream"].items()
+                                   if result is not None}
+        published["unfinished"] = {name: run for name, run in published["unfinished"].items()
+                                   if name not in published["curves"]}
+        if not published["unfinished"]:
+            del published["unfinished"]
     # Written whole or not at all: the machine may go at any moment, and --summary may be --reuse's file.
     os.makedirs(os.path.dirname(os.path.abspath(args.summary)), exist_ok=True)
     with open(args.summary + ".tmp", "w") as f:
@@ -526,9 +528,7 @@ def report(args, sweep, sweep_curves, best, represented, long_runs, long_curves)
             for budget in budgets for model in MODELS}
     plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
                          target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
-    record = {**sweep_record(sweep, sweep_curves, best), "budgets": budgets,
-              "curves": {**sweep_curves, **again_curves, **long_curves},
-              "downstream": fine_tuned(args, {**sweep, **represented, **long_runs})}
+    record = {**progress_record(args, sweep, {**represented, **long_runs}), "budgets": budgets}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(record, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -558,8 +558,7 @@ def main(argv=None) -> int:
             for folder in (name, f"{name}-again"):
                 shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
     if args.reuse:
-        reuse_summary(args)
-        sweep.update({name: run for name, run in args.reused_sweep.items() if name not in sweep})
+        sweep.update({name: run for name, run in reused_sweep(args, reuse_summary(args)).items() if name not in sweep})
         sweep = dict(sorted(sweep.items(), key=lambda item: (list(MODELS).index(item[1]["model"]), item[1]["lr"],
                                                               item[1]["warmup"])))
     if args.report_only:

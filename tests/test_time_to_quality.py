@@ -308,17 +308,18 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
     local.mkdir(parents=True)
     pareto.write_eval_log([{**point[0], "loss": 6.0}], str(local / "metrics.jsonl"))
     (local / "pretrain.DONE").touch()
-    script.reuse_summary(args)
+    assert script.reuse_summary(args) == record
     done = {name for name in os.listdir(out) if (out / name / "pretrain.DONE").exists()}
     assert done == {"bert-lr0.002-wu0.06dur-3s", "bert-lr0.002-wu0.06dur-9s", "bert-lr0.001-wu0.06dur-3s-again",
                     "mosaicbert-lr0.001-wu0.06dur-3s"}  # the 600 s run has no fine-tuning result: trained again
     assert (out / "bert-lr0.001-wu0.06dur-3s-again" / "finetune.DONE").exists()
     assert script.downstream(args, "bert-lr0.001-wu0.06dur-3s-again") == accuracy
     assert not (local / "finetune.DONE").exists() and pareto.eval_curve(str(local / "metrics.jsonl"))[0]["loss"] == 6.0
-    assert set(args.reused_sweep) == {"bert-lr0.002-wu0.06dur-3s"}  # the 9 s run is another budget's
+    joined = script.reused_sweep(args, record)
+    assert set(joined) == {"bert-lr0.002-wu0.06dur-3s"}  # the 9 s run is another budget's
 
     # Mid-sweep (the grid's BERT run at 1e-3 has not finished): no best, the unfinished runs named.
-    sweep = {**script.sweep_runs(args), **args.reused_sweep}
+    sweep = {**script.sweep_runs(args), **joined}
     progress = script.progress_record(args, sweep, others={})
     assert progress["best"] == {} and "bert-lr0.001-wu0.06dur-3s" in progress["unfinished"]
     assert set(progress["sweep"]) == {"bert-lr0.002-wu0.06dur-3s", "mosaicbert-lr0.001-wu0.06dur-3s"}
