@@ -12,8 +12,9 @@ from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_through
 
 
 def plot_sweep(summary_path: str, out: str) -> None:
-    """A time_to_quality.py summary's sweep: each model's best run bold, the others faint, the baseline's
-    best final loss dashed."""
+    """A time_to_quality.py summary's sweep: each model's best run bold, the others faint, each best setting
+    trained again (``<run>-again``, when the summary has it) dashed, the baseline's best final loss a
+    dashed black line."""
     with open(summary_path) as f:
         record = json.load(f)
     curves, best = record["curves"], record["best"]
@@ -22,10 +23,12 @@ def plot_sweep(summary_path: str, out: str) -> None:
                          "still to train), so there is no sweep to plot.")
     bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
+    again = {f"{name}-again (the same setting trained again)": curves[f"{name}-again"]
+             for name in best.values() if f"{name}-again" in curves}
     baseline = next(iter(best))
     target = curves[best[baseline]][-1]["loss"]
     plot_time_to_quality(bold, faint, out, target=target, target_label=f"best {baseline} run's final loss",
-                         title="Time-to-quality sweep: eval loss against training time")
+                         title="Time-to-quality sweep: eval loss against training time", dashed=again)
 
 
 def main() -> None:

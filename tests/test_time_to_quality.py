@@ -334,3 +334,24 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
                               str(tmp_path / "new.json"), "--out", str(tmp_path / "sweep.png")],
                              capture_output=True, text=True, timeout=120)
     assert plotted.returncode == 1 and "has not finished" in plotted.stderr and not (tmp_path / "sweep.png").exists()
+
+
+def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("plot_script", os.path.join(REPO, "scripts", "plot.py"))
+    plot_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_script)
+    drawn = {}
+    monkeypatch.setattr(plot_script, "plot_time_to_quality",
+                        lambda bold, faint, out, **kwargs: drawn.update(bold=bold, faint=faint, **kwargs))
+    curves = {"b-1": curve((1, 7.0), (2, 6.0)), "b-2": curve((1, 7.0), (2, 6.9)), "m-1": curve((1, 5.0), (2, 3.0)),
+              "b-1-again": curve((1, 7.0), (2, 6.8)), "m-1-600s": curve((1, 5.0), (4, 2.0))}
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"sweep": {"b-1": {}, "b-2": {}, "m-1": {}}, "best": {"b": "b-1", "m": "m-1"},
+                                   "curves": curves}))
+    plot_script.plot_sweep(str(summary), str(tmp_path / "sweep.png"))
+    assert list(drawn["bold"]) == ["b-1 (best of b)", "m-1 (best of m)"]
+    assert list(drawn["faint"]) == ["b-2"]  # neither the retrained nor the longer run is part of the sweep
+    assert {label: [p["loss"] for p in c] for label, c in drawn["dashed"].items()} == {
+        "b-1-again (the same setting trained again)": [7.0, 6.8]}
+    assert drawn["target"] == 6.0

@@ -77,10 +77,12 @@ def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/t
 
 def plot_time_to_quality(bold: Mapping[str, Sequence[Mapping]], faint: Mapping[str, Sequence[Mapping]], path: str,
                          target: Optional[float] = None, target_label: str = "",
-                         title: str = "Eval loss against training time") -> None:
+                         title: str = "Eval loss against training time",
+                         dashed: Optional[Mapping[str, Sequence[Mapping]]] = None) -> None:
     """Eval loss against training seconds (:func:`mosaicbert.analysis.time_to_quality.eval_curve` points):
-    the ``bold`` curves labelled, the ``faint`` ones (the rest of a sweep) thin and grey, and a dashed
-    line at ``target`` (the baseline's final loss)."""
+    the ``bold`` curves labelled, the ``faint`` ones (the rest of a sweep) thin and grey, the ``dashed``
+    ones labelled and dashed (a setting trained again), and a dashed black line at ``target`` (the
+    baseline's final loss)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for name, curve in faint.items():
@@ -88,6 +90,9 @@ def plot_time_to_quality(bold: Mapping[str, Sequence[Mapping]], faint: Mapping[s
                 linewidth=0.8, label="other sweep runs" if name == next(iter(faint)) else None)
     for label, curve in bold.items():
         ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "o-", markersize=3, linewidth=2,
+                label=label)
+    for label, curve in (dashed or {}).items():
+        ax.plot([p["seconds"] for p in curve], [p["loss"] for p in curve], "s--", markersize=3, linewidth=1.5,
                 label=label)
     if target is not None:
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=target_label or f"{target:.3f}")
