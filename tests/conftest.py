@@ -2,6 +2,7 @@
 
 import atexit
 import gc
+import importlib.util
 import os
 import random
 
@@ -15,6 +16,18 @@ WORDS = (
     "a checkpoint keeps the state of the run for later use when training resumes from disk or cloud "
     "storage with the same order of samples across all ranks of the job"
 ).split()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relative_path: str):
+    """A script of this repo (``scripts/x.py``, ``benchmarks/x.py``) as a module, to call its functions."""
+    name = os.path.splitext(os.path.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(REPO, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_documents(n_docs: int, seed: int = 0) -> list[str]:

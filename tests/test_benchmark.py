@@ -1,14 +1,9 @@
 """benchmarks/benchmark.py: the grouping of a profile's kernels (the rest of the tool needs a GPU)."""
 
-import importlib.util
-import os
-
 import pytest
+from conftest import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO, "benchmarks", "benchmark.py"))
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+benchmark = load_script("benchmarks/benchmark.py")
 
 
 def test_kernel_times_are_grouped_per_step_first_match_wins():

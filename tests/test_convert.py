@@ -1,7 +1,6 @@
 """Text -> MDS conversion: chunking, round trips, split layout, overwrite refusal, C4 plumbing, CLIs."""
 
 import gzip
-import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -14,18 +13,12 @@ from mosaicbert.data import convert
 from mosaicbert.data.convert import chunk_text, convert_c4, convert_text, is_val_document, iter_hf_texts
 from mosaicbert.errors import RecipeError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
+
 SPLITS = ("train", "val", "train_small", "val_small")
 
 
 pytestmark = pytest.mark.usefixtures("fresh_shared_memory")
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_split(folder, column="text"):
@@ -213,7 +206,7 @@ def test_latin1_prose_is_still_text(tmp_path):
 def test_convert_text_cli_on_random_bytes_exits_2_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "noise.txt").write_bytes(random_bytes(300_000))
     argv = ["--inputs", str(tmp_path / "noise.txt"), "--out_root", str(tmp_path / "out"), "--quiet"]
-    assert load_script("convert_text").main(argv) == 2
+    assert load_script("scripts/convert_text.py").main(argv) == 2
     assert "is not UTF-8 text" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -282,7 +275,7 @@ def test_iter_hf_texts_with_workers_is_complete_and_deterministic():
 # --------------------------------------------------------------------------------------------------
 
 def test_convert_text_cli(tmp_path, capsys):
-    cli = load_script("convert_text")
+    cli = load_script("scripts/convert_text.py")
     make_inputs(tmp_path / "in")
     argv = ["--inputs", str(tmp_path / "in"), "--out_root", str(tmp_path / "out"), "--val_fraction", "0.2",
             "--chunk_chars", "50", "--train_small", "3", "--quiet"]
@@ -295,7 +288,7 @@ def test_convert_text_cli(tmp_path, capsys):
 
 
 def test_convert_c4_cli_parses_arguments():
-    cli = load_script("convert_c4")
+    cli = load_script("scripts/convert_c4.py")
     args = cli.parse_args(["--out_root", "x", "--splits", "train_small", "val_small", "--overwrite"])
     assert args.splits == ["train_small", "val_small"] and args.overwrite
     assert cli.parse_args(["--out_root", "x"]).splits == list(SPLITS)

@@ -1,7 +1,6 @@
 """Demo corpus builder on a small fake site-packages tree: extraction, cleaning, dedup, outputs, CLI."""
 
 import gzip
-import importlib.util
 import json
 import textwrap
 from pathlib import Path
@@ -12,7 +11,7 @@ from mosaicbert.demo.corpus import (CORPUS_FILE, build_demo_corpus, demo_corpus_
                                          markup_to_paragraphs, python_docstrings)
 from mosaicbert.errors import RecipeError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 SHARED = "This paragraph is shared by two packages and must appear only once in the whole corpus."
 PROSE = {  # each file gets enough prose (>= 200 characters) to be kept as a document
@@ -181,9 +180,7 @@ def test_refuses_to_overwrite_and_cli_skip(tmp_path, capsys):
     assert (out / CORPUS_FILE).stat().st_mtime_ns == before
     build(site, out, overwrite=True)
 
-    spec = importlib.util.spec_from_file_location("build_demo_corpus", REPO / "scripts" / "build_demo_corpus.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("scripts/build_demo_corpus.py")
     assert cli.main(["--out_root", str(out), "--skip_existing"]) == 0
     assert "exists, skipping" in capsys.readouterr().out
     assert cli.main(["--out_root", str(out), "--roots", str(site)]) == 2

@@ -6,7 +6,6 @@ and hand-made fine-tuned (ComposerClassifier) checkpoints. Loading with trust_re
 subprocess in which ``import mosaicbert`` fails.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import WORDS
+from conftest import WORDS, load_script
 
 from mosaicbert.checkpoints import read_weights
 from mosaicbert.composer_models import ComposerClassifier
@@ -454,9 +453,7 @@ def test_object_store_uris_are_fetched_with_composers_get_file(trained, tmp_path
 
 
 def test_cli(trained, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("export_hf_script", os.path.join(REPO, "scripts", "export_hf.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/export_hf.py")
     out = str(tmp_path / "out")
     assert script.main([trained["mosaic_bert"], out]) == 0
     assert "Exported" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 from mosaicbert.analysis import time_to_quality as pareto
 from mosaicbert.errors import RecipeError
 
-from conftest import make_documents
+from conftest import load_script, make_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -263,19 +263,10 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert (tmp_path / "elsewhere" / record["best"]["bert"] / "pretrain.DONE").is_file()
 
 
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ttq_script", os.path.join(REPO, "benchmarks", "time_to_quality.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_a_cut_short_conversion_from_an_earlier_run_is_named(tmp_path):
     """The script converts into <out>/mds itself: a folder left there without its index is its own earlier,
     interrupted conversion, and the error says to delete it (not to build data elsewhere)."""
-    script = load_script()
+    script = load_script("benchmarks/time_to_quality.py")
     (tmp_path / "mds" / "train").mkdir(parents=True)  # shards never finished: no index.json
     args = script.parse_args(["--train", "t.txt", "--val", "v.txt", "--task_dir", "x", "--out", str(tmp_path)])
     with pytest.raises(RecipeError, match="incomplete conversion from an earlier run.*Delete it"):
@@ -287,7 +278,7 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
     gives a run finished here another machine's result, and joins the summary's sweep runs of this budget to
     this sweep; a summary written mid-sweep names no best and lists what is unfinished; every summary keeps
     what the reused one held, and is written whole."""
-    script = load_script()
+    script = load_script("benchmarks/time_to_quality.py")
     out = tmp_path / "out"
     args = script.parse_args(["--out", str(out), "--budget_s", "3", "--eval_every_s", "1", "--lrs", "1e-3",
                               "--reuse", str(tmp_path / "reused.json"), "--summary", str(tmp_path / "new.json")])
@@ -337,10 +328,7 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
 
 
 def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("plot_script", os.path.join(REPO, "scripts", "plot.py"))
-    plot_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_script)
+    plot_script = load_script("scripts/plot.py")
     drawn = {}
     monkeypatch.setattr(plot_script, "plot_time_to_quality",
                         lambda bold, faint, out, **kwargs: drawn.update(bold=bold, faint=faint, **kwargs))
