@@ -555,7 +555,7 @@ def main(argv=None) -> int:
         raise RecipeError("--report_only tabulates the runs under --out and --overwrite removes them: give one of them.")
     if args.overwrite:
         for name in sweep:
-            for folder in (name, f"{name}-again"):
+            for folder in (name, ttq.retrained_name(name)):
                 shutil.rmtree(os.path.join(args.out, folder), ignore_errors=True)
     if args.reuse:
         sweep.update({name: run for name, run in reused_sweep(args, reuse_summary(args)).items() if name not in sweep})
@@ -590,8 +590,9 @@ def main(argv=None) -> int:
     # where the best has no checkpoint to fine-tune.
     represented = {name: sweep[name] for name in best.values()}
     if args.retrain_best:
-        again = {f"{name}-again": run for name, run in represented.items() if not can_finetune(args, name)}
-        represented = {f"{name}-again" if f"{name}-again" in again else name: run for name, run in represented.items()}
+        again = {ttq.retrained_name(name): run for name, run in represented.items() if not can_finetune(args, name)}
+        represented = {ttq.retrained_name(name) if ttq.retrained_name(name) in again else name: run
+                       for name, run in represented.items()}
     long_runs = {}
     if args.long_budget_s > 0:
         long_runs = {run_name(m, sweep[n]["lr"], sweep[n]["warmup"], args.long_budget_s):

@@ -9,11 +9,12 @@ import argparse
 import json
 
 from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput, plot_time_to_quality
+from mosaicbert.analysis.time_to_quality import retrained_name
 
 
 def plot_sweep(summary_path: str, out: str) -> None:
     """A time_to_quality.py summary's sweep: each model's best run bold, the others faint, each best setting
-    trained again (``<run>-again``, when the summary has it) dashed, the baseline's best final loss a
+    trained again (its ``retrained_name``, when the summary has it) dashed, the baseline's best final loss a
     dashed black line."""
     with open(summary_path) as f:
         record = json.load(f)
@@ -23,8 +24,8 @@ def plot_sweep(summary_path: str, out: str) -> None:
                          "still to train), so there is no sweep to plot.")
     bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
-    again = {f"{name}-again (the same setting trained again)": curves[f"{name}-again"]
-             for name in best.values() if f"{name}-again" in curves}
+    again = {f"{retrained_name(name)} (the same setting trained again)": curves[retrained_name(name)]
+             for name in best.values() if retrained_name(name) in curves}
     baseline = next(iter(best))
     target = curves[best[baseline]][-1]["loss"]
     plot_time_to_quality(bold, faint, out, target=target, target_label=f"best {baseline} run's final loss",

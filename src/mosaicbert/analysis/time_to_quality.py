@@ -7,7 +7,8 @@
   :func:`write_eval_log` writes such a log back from the points; :func:`downstream_accuracy` and
   :func:`write_downstream` do the same for a fine-tuning result;
 * :func:`time_to_reach` is when a curve first reaches a loss, interpolating linearly between evaluations;
-* :func:`best_run` picks a sweep's representative (lowest final eval loss);
+* :func:`best_run` picks a sweep's representative (lowest final eval loss), and :func:`retrained_name`
+  names the run that trains its setting again;
 * :func:`compare` builds the summary record, :func:`markdown` the table, and
   :func:`mosaicbert.analysis.plots.plot_time_to_quality` the plot.
 """
@@ -77,6 +78,12 @@ def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float) -> Optional
             return previous["seconds"] + fraction * (point["seconds"] - previous["seconds"])
         previous = point
     return None
+
+
+def retrained_name(name: str) -> str:
+    """The run that trains run ``name``'s setting again at the same budget (a summary's sweep runs keep no
+    checkpoint to fine-tune)."""
+    return f"{name}-again"
 
 
 def best_run(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
