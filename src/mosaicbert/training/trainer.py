@@ -54,6 +54,9 @@ def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]
                           f"{world} processes of this run. Choose a multiple of {world}.")
     per_device = cfg.global_train_batch_size // world
     if isinstance(micro, int):
+        # The microbatch is a cap (what fits in memory): a share of the batch below it, as on more GPUs
+        # than the recipe was sized for, is one microbatch.
+        micro = min(micro, per_device) if micro > 0 else micro
         if micro <= 0 or per_device % micro != 0:
             raise RecipeError(
                 f"global_train_batch_size={cfg.global_train_batch_size} over {world} device(s) is {per_device} per "
