@@ -9,12 +9,13 @@
 #                    backend, seq 128 x 256 and seq 512 x 64, full rows and rows of uniform length
 #   profile          benchmark.py --profile: the kernel table of MosaicBERT's step (seq 128, full rows)
 #   microbench       microbench.py: attention layouts and the GeGLU block, per layer
-#   main             main.py at the recipe's per-GPU shape (512 samples per step, microbatches of 128)
-#                    for 60 steps, then benchmark.py on the same batches at each microbatch size.
+#   main             main.py at one GPU's share of the recipe (512 samples per step) for 60 steps, then
+#                    benchmark.py on the same batches at each microbatch size.
 #                    MAIN_VARIANTS runs main.py once per entry, MB or MB:KEY=VALUE,KEY=VALUE, e.g.
-#                    "128 512 512:compile_config.options.combo_kernels=true" (default "128")
-#   main-profile     main.py at that shape with callbacks.step_profile over batches 30-34: wall time per
-#                    batch against GPU busy time, the longest kernels and host operations
+#                    "512 128 512:compile_config.options.combo_kernels=true" (default "512", the recipe's)
+#   main-profile     main.py at that shape (the recipe's microbatch) with callbacks.step_profile over
+#                    batches 30-34: wall time per batch against GPU busy time, per phase of the step, the
+#                    longest kernels and host operations
 #   scaling          scaling.py at 1 .. all visible GPUs
 #   time-to-quality  time_to_quality.py: the learning-rate sweep of both models, best against best
 #
@@ -110,7 +111,7 @@ for task in "$@"; do
     main)
       mds
       microbatches=""
-      for variant in ${MAIN_VARIANTS:-128}; do  # MB or MB:KEY=VALUE,KEY=VALUE
+      for variant in ${MAIN_VARIANTS:-512}; do  # MB or MB:KEY=VALUE,KEY=VALUE
         mb=${variant%%:*}; sets=""; label="mb$mb"
         if [ "$variant" != "$mb" ]; then sets=${variant#*:}; label="$label-$(printf '%s' "$sets" | tr -c 'A-Za-z0-9_.=-' '_')"; fi
         case " $microbatches " in *" $mb "*) ;; *) microbatches="$microbatches $mb";; esac
@@ -135,7 +136,7 @@ for task in "$@"; do
       rm -rf "$work/main-data" && cp -r "$work/mds" "$work/main-data"
       # shellcheck disable=SC2086
       python3 main.py yamls/mosaicbert-base.yaml variables.data_local="$work/main-data" tokenizer_name="$TOK" \
-          eval_loader=null save_folder=null global_train_batch_size=512 device_train_microbatch_size=128 \
+          eval_loader=null save_folder=null global_train_batch_size=512 \
           max_duration=36ba progress_bar=false callbacks.step_profile.skip=30 callbacks.step_profile.batches=5 \
           callbacks.step_profile.trace_path="$work/main-trace.json" loggers.jsonl.path="$work/main-profile.jsonl" \
           ${MAIN_SET:-} > "$out/main-profile.log" 2>&1

@@ -28,8 +28,25 @@ def test_paper_recipe_values():
     assert cfg.optimizer == {"name": "decoupled_adamw", "lr": 5.0e-4, "betas": [0.9, 0.98], "eps": 1.0e-6,
                              "weight_decay": 1.0e-5, "fused": True}
     assert cfg.scheduler == {"name": "linear_decay_with_warmup", "t_warmup": "0.06dur", "alpha_f": 0.02}
-    assert cfg.precision == "amp_bf16" and cfg.device_train_microbatch_size == 128
+    assert cfg.precision == "amp_bf16" and cfg.device_train_microbatch_size == 512
     assert load_config(os.path.join(REPO, "yamls", "bert-base.yaml")).train_loader["mlm_probability"] == 0.15
+
+
+@pytest.mark.parametrize("gpus, expected", [(1, (4096, 512)), (8, (512, 512)), (16, (256, 256)), (64, (64, 64))])
+def test_the_recipes_microbatch_caps_each_gpus_share(monkeypatch, gpus, expected):
+    """The recipe is sized for 8 GPUs (one microbatch of 512 each); on more, a GPU's share is one microbatch."""
+    from mosaicbert.training import trainer
+    monkeypatch.setattr(trainer.dist, "get_world_size", lambda: gpus)
+    assert trainer.device_batch_sizes(load_config(BASE), "cuda") == expected
+
+
+def test_a_microbatch_that_does_not_divide_a_gpus_share_is_refused(monkeypatch):
+    from mosaicbert.training import trainer
+    monkeypatch.setattr(trainer.dist, "get_world_size", lambda: 8)
+    cfg = load_config(BASE, ["global_train_batch_size=4000", "device_train_microbatch_size=128"])
+    with pytest.raises(RecipeError, match="4000 over 8 device.* is 500 per device, which "
+                                          "device_train_microbatch_size=128 does not divide"):
+        trainer.device_batch_sizes(cfg, "cuda")
 
 
 def test_overrides_and_interpolation():
