@@ -56,7 +56,7 @@ def device_batch_sizes(cfg: TrainerConfig, device: str) -> tuple[int, int | str]
     if isinstance(micro, int):
         # The microbatch is a cap (what fits in memory): a share of the batch below it, as on more GPUs
         # than the recipe was sized for, is one microbatch.
-        micro = min(micro, per_device) if micro > 0 else micro
+        micro = min(micro, per_device)
         if micro <= 0 or per_device % micro != 0:
             raise RecipeError(
                 f"global_train_batch_size={cfg.global_train_batch_size} over {world} device(s) is {per_device} per "
