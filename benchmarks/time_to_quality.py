@@ -590,8 +590,7 @@ def main(argv=None) -> int:
     # where the best has no checkpoint to fine-tune.
     represented = {name: sweep[name] for name in best.values()}
     if args.retrain_best:
-        again = {ttq.retrained_name(name): run for name, run in represented.items() if not can_finetune(args, name)}
-        represented = {ttq.retrained_name(name) if ttq.retrained_name(name) in again else name: run
+        represented = {name if can_finetune(args, name) else ttq.retrained_name(name): run
                        for name, run in represented.items()}
     long_runs = {}
     if args.long_budget_s > 0:
