@@ -8,6 +8,7 @@ import pytest
 from mosaicbert.config import load_config
 from mosaicbert.validation import matches_type
 from mosaicbert.errors import RecipeError
+from mosaicbert.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "yamls", "mosaicbert-base.yaml")
@@ -35,13 +36,11 @@ def test_paper_recipe_values():
 @pytest.mark.parametrize("gpus, expected", [(1, (4096, 512)), (8, (512, 512)), (16, (256, 256)), (64, (64, 64))])
 def test_the_recipes_microbatch_caps_each_gpus_share(monkeypatch, gpus, expected):
     """The recipe is sized for 8 GPUs (one microbatch of 512 each); on more, a GPU's share is one microbatch."""
-    from mosaicbert.training import trainer
     monkeypatch.setattr(trainer.dist, "get_world_size", lambda: gpus)
     assert trainer.device_batch_sizes(load_config(BASE), "cuda") == expected
 
 
 def test_a_microbatch_that_does_not_divide_a_gpus_share_is_refused(monkeypatch):
-    from mosaicbert.training import trainer
     monkeypatch.setattr(trainer.dist, "get_world_size", lambda: 8)
     cfg = load_config(BASE, ["global_train_batch_size=4000", "device_train_microbatch_size=128"])
     with pytest.raises(RecipeError, match="4000 over 8 device.* is 500 per device, which "
