@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mosaicbert.errors import describe
-from mosaicbert.training.step_profile import kernel_times, profiler_trace, trace_device_events
+from mosaicbert.training.step_profile import gpu_timeline, kernel_times, profiler_trace, trace_device_events
 from mosaicbert.training.trainer import torch_compile_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,9 +271,23 @@ def profile(step, batches, args):
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
         print("\nkernel time per step, grouped (all kernels):")
-        kernels = kernel_times(trace_device_events(profiler_trace(prof)))
-        for label, ms in group_kernel_times(kernels, steps=PROFILE_STEPS).items():
+        events = trace_device_events(profiler_trace(prof))
+        for label, ms in group_kernel_times(kernel_times(events), steps=PROFILE_STEPS).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
+        print(gpu_busy_line(events, steps=PROFILE_STEPS), flush=True)
+
+
+def gpu_busy_line(events, steps: int) -> str:
+    """Per step: the span from the first GPU operation to the end of the last, the time the GPU was busy
+    in it, and the idle rest (gaps under 0.1 ms, where kernels are launched no faster than they run, and
+    longer stalls). The steps run back to back, so idle time is what launching and syncing cost the step:
+    what CUDA graphs or fewer launches could win back at most."""
+    t = {key: value / 1e3 / steps for key, value in gpu_timeline(events).items()}
+    idle = t["span_us"] - t["busy_us"]
+    share = idle / t["span_us"] if t["span_us"] else 0.0
+    return (f"GPU per step: span {t['span_us']:.2f} ms, busy {t['busy_us']:.2f} ms, idle {idle:.2f} ms ({share:.1%}; "
+            f"gaps < 0.1 ms {t['short_gaps_us']:.2f}, longer {t['long_gaps_us']:.2f}), "
+            f"{len(events) / steps:,.0f} GPU operations")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ for task in "$@"; do
     profile)
       bench profile --variants mosaic_bert:auto:compile --shapes 128x256 --lengths full --steps 10 --warmup 8 \
           --profile "mosaic_bert:auto:compile@128x256@full"
-      tail -n 45 "$out/profile.log";;
+      tail -n 46 "$out/profile.log";;
     microbench)
       # shellcheck disable=SC2086
       python3 benchmarks/microbench.py ${MICROBENCH_ARGS:---tokens 32768 --seq 128} --json "$out/microbench.json" \

@@ -34,3 +34,11 @@ def test_a_variant_compiles_with_its_recipes_compile_config():
     assert torch_compile_kwargs(cfg.compile_config) == {"options": {"combo_kernels": True}}
     _, plain = benchmark.variant_recipe("mosaic_bert:sdpa:compile", 128, [])
     assert torch_compile_kwargs(plain.compile_config) == {}
+
+
+def test_the_gpu_busy_line_sets_busy_time_against_the_span_per_step():
+    events = [  # (name, start us, end us) over 2 steps: an overlap counts once, gaps split at 0.1 ms
+        ("gemm", 0.0, 1000.0), ("copy", 500.0, 1200.0), ("gelu", 1260.0, 1500.0), ("gemm", 2500.0, 4000.0)]
+    line = benchmark.gpu_busy_line(events, steps=2)
+    assert line == ("GPU per step: span 2.00 ms, busy 1.47 ms, idle 0.53 ms (26.5%; gaps < 0.1 ms 0.03, "
+                    "longer 0.50), 2 GPU operations")
