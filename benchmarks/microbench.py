@@ -266,6 +266,7 @@ def varlen_alibi_bias(slopes, max_seqlen: int, total: int, dtype):
 
 SDPA_VARIANTS = {  # name -> (what it computes: "model" = the model's function, "floor" = not ALiBi)
     "sdpa, the model's attention()": "model",
+    "sdpa_packed, the model's attention(): several sequences to a row, block-diagonal bias": "model",
     "sdpa, model path, efficient backend forced": "model",
     "sdpa, model path, cuDNN backend forced": "model",
     "sdpa, model path but pad = zeros + index_copy, unpad = index_select (index_add backward)": "model",
@@ -291,6 +292,11 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
     if name == "sdpa, the model's attention()":
         def attend(qkv):
             return attention(qkv, inputs, 0.0)
+    elif name.startswith("sdpa_packed"):  # the plan is made here, outside the timed steps, as on the host
+        packed_inputs = model_attention_inputs("sdpa_packed", u, slopes, heads, head_dim)
+
+        def attend(qkv):
+            return attention(qkv, packed_inputs, 0.0)
     elif "backend forced" in name:
         backend = SDPBackend.EFFICIENT_ATTENTION if "efficient" in name else SDPBackend.CUDNN_ATTENTION
 

@@ -92,7 +92,7 @@ for task in "$@"; do
         echo "fsdp test: exit $?"; tail -n 3 "$out/fsdp-test.log"
       fi;;
     speed)
-      variants=${SPEED_VARIANTS:-hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:flex:compile}
+      variants=${SPEED_VARIANTS:-hf_bert:sdpa:compile mosaic_bert:sdpa:compile mosaic_bert:sdpa_packed:compile mosaic_bert:flex:compile}
       # shellcheck disable=SC2086
       bench speed-s128 --variants $variants --shapes 128x256 --lengths full uniform --steps 20 --warmup 8 \
           --plot "$out/speed-s128.png"

@@ -67,7 +67,7 @@ def test_overrides_and_interpolation():
     (["optimizer.params=3"], "set by the recipe itself"),
     (["callbacks.speedmonitor={}"], "Valid callback names:"),
     (["scheduler.t_warmpu=1ba"], "Did you mean 't_warmup'?"),
-    (["model.config.attention_backend=xformers"], "allowed: auto, flash_attn, flex, sdpa"),
+    (["model.config.attention_backend=xformers"], "allowed: auto, flash_attn, flex, sdpa, sdpa_packed"),
     (["model.config.glu_dropout=both"], "glu_dropout='both' is not 'intermediate'"),
     (["model.config.hidden_size=50"], "must be divisible by num_attention_heads"),
     (["no_equals_sign"], "not of the form key=value"),

@@ -22,10 +22,11 @@ from mosaicbert.model.modeling_mosaic_bert import (
     document_block_mask,
     flash_attn_varlen_qkvpacked_func,
     flex_attention,
+    pack_rows,
     sdpa_bias,
 )
 
-BACKENDS = ["sdpa"] + (["flex"] if flex_attention is not None else [])
+BACKENDS = ["sdpa", "sdpa_packed"] + (["flex"] if flex_attention is not None else [])
 
 
 def tiny_config(**overrides) -> MosaicBertConfig:
@@ -289,6 +290,67 @@ def test_pad_and_unpad_are_each_others_adjoint(lengths):
         assert torch.autograd.gradcheck(u.unpad, (x,)) and torch.autograd.gradcheck(u.pad, (t,))
 
 
+def test_pack_rows_fills_rows_with_the_shortest_sequences_that_fit():
+    starts, rows = pack_rows([100, 30, 60, 60, 28, 128], 128)
+    # 128 alone; 100 + 28; 60 + 30 (the other 60 does not fit); 60.
+    assert rows == 4 and starts == [128, 316, 256, 384, 228, 0]
+
+
+@pytest.mark.parametrize("seqlen", [8, 128, 512])
+def test_pack_rows_places_every_sequence_whole_in_one_row_without_overlap(seqlen):
+    g = torch.Generator().manual_seed(seqlen)
+    for batch in (1, 7, 64):
+        lengths = torch.randint(0, seqlen + 1, (batch,), generator=g).tolist()
+        starts, rows = pack_rows(lengths, seqlen)
+        used = torch.zeros(rows * seqlen, dtype=torch.long)
+        for start, n in zip(starts, lengths):
+            assert 0 <= start and start + n <= rows * seqlen
+            assert n == 0 or start // seqlen == (start + n - 1) // seqlen  # one row
+            used[start:start + n] += 1
+        assert used.max() <= 1 and used.sum() == sum(lengths)
+        assert rows <= batch
+
+
+def packed_layout(lengths, seqlen, left=False):
+    pos = torch.arange(seqlen)[None, :]
+    n = torch.tensor(lengths)[:, None]
+    mask = ((pos >= seqlen - n) if left else (pos < n)).long()
+    u = Unpadded.from_mask(mask)
+    starts, rows = pack_rows(lengths, seqlen)
+    return mask, u, u.packed(torch.tensor(starts), rows), starts
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
+def test_packed_rows_hold_each_sequence_contiguously_and_pad_is_unpads_adjoint(left):
+    lengths = [5, 0, 3, 8, 2, 4]
+    mask, u, p, starts = packed_layout(lengths, 8, left)
+    assert p.batch == 3 and p.seqlen == 8 and p.num_tokens == u.num_tokens
+    t = torch.randn(u.num_tokens, 3, dtype=torch.float64, requires_grad=True)
+    flat = p.pad(t).flatten(0, 1)
+    for b, (start, n) in enumerate(zip(starts, lengths)):
+        rows_b = u.cu_seqlens[b].item()
+        assert torch.equal(flat[start:start + n], t.detach()[rows_b:rows_b + n])  # in order, contiguous
+        assert torch.all(p.segments.flatten()[start:start + n] == b)
+    assert torch.all(flat[~p.mask.flatten()] == 0) and torch.all(p.segments[~p.mask] == -1)
+    x = torch.randn(3, 8, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(p.unpad(p.pad(t)), t)
+    assert torch.autograd.gradcheck(p.unpad, (x,)) and torch.autograd.gradcheck(p.pad, (t,))
+
+
+def test_sdpa_bias_of_packed_rows_is_alibi_within_each_sequence_only():
+    slopes = torch.tensor(alibi_slopes(6))
+    _, _, p, _ = packed_layout([5, 0, 3, 8, 2, 4], 8)
+    bias = sdpa_bias(p, slopes, torch.float32)
+    assert bias.shape == (3, 6, 8, 8)
+    low = torch.finfo(torch.float32).min
+    for r in range(3):
+        for i in range(8):
+            for j in range(8):
+                same = p.segments[r, j] >= 0 and p.segments[r, i] == p.segments[r, j]
+                want = -slopes * abs(i - j) if same else torch.full((6,), low)
+                assert torch.equal(bias[r, :, i, j], want), (r, i, j)
+
+
 def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa(monkeypatch):
     from mosaicbert.model import modeling_mosaic_bert as mb
 
@@ -455,7 +517,7 @@ def test_a_short_training_run_lowers_the_loss():
 
 # flash_attn only where the model found the function it uses: flash-attn 4 installs an importable
 # `flash_attn` package (flash_attn.cute) without it.
-CUDA_BACKENDS = ["sdpa", "flex"] + (["flash_attn"] if flash_attn_varlen_qkvpacked_func is not None else [])
+CUDA_BACKENDS = ["sdpa", "sdpa_packed", "flex"] + (["flash_attn"] if flash_attn_varlen_qkvpacked_func is not None else [])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -506,6 +568,10 @@ def test_host_known_sizes_give_identical_outputs(backend):
         chosen = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(2)) < 0.3) & mask.bool()
         labels[chosen] = ids[chosen]
         sizes = dict(num_tokens=int(mask.sum()), max_seqlen=int(mask.sum(1).max()), num_masked=int(chosen.sum()))
+        if backend == "sdpa_packed" and lengths == "random":  # the plan the Composer model makes on the host
+            starts, sizes["num_attention_rows"] = pack_rows(mask.sum(1).tolist(), mask.shape[1])
+            sizes["attention_row_starts"] = torch.tensor(starts)
+            assert sizes["num_attention_rows"] < len(ids)  # rows were packed
         with torch.no_grad():
             synced = model(ids, mask, types, labels=labels)
             sync_free = model(ids, mask, types, labels=labels, **sizes)
@@ -684,3 +750,41 @@ def test_compiled_hash_mask_on_cuda_equals_the_cpu_mask():
     shape = torch.Size([3000, 1000])
     on_gpu = torch.compile(hash_keep_mask)(shape, 0.1, seed.cuda())
     assert torch.equal(on_gpu.cpu(), hash_keep_mask(shape, 0.1, seed))
+
+
+def mlm_batch(lengths, seqlen=16, seed=0):
+    """A batch as the recipe's collator gives it, host-side row lengths included."""
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.arange(seqlen)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(1, 96, mask.shape, generator=g) * mask
+    labels = torch.where((torch.rand(mask.shape, generator=g) < 0.3) & mask.bool(), ids, -100)
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), labels=labels,
+                row_lengths=list(lengths), row_masked=(labels != -100).sum(1).tolist())
+
+
+def test_compiled_sdpa_packed_trains_like_sdpa_on_the_host_made_plan():
+    """The Composer model makes the packing plan on the host for batches with padding (none for full rows),
+    and the compiled model, across batches that pack into different numbers of rows, gives sdpa's loss and
+    gradients."""
+    from mosaicbert.composer_models import ComposerMaskedLM, host_sizes
+
+    batches = [mlm_batch([16, 3, 9, 5, 12, 2], seed=0), mlm_batch([7, 16, 1, 4, 8, 6], seed=1),
+               mlm_batch([16] * 6, seed=2)]
+    rows = [host_sizes(b, pack_attention_rows=True).get("num_attention_rows") for b in batches]
+    assert rows == [4, 3, None]  # a full batch has nothing to pack
+    torch.manual_seed(3)
+    packed = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa_packed"))).train()
+    plain = copy.deepcopy(packed)
+    plain.model.config.attention_backend = "sdpa"
+    compiled = torch.compile(packed)
+    torch._dynamo.reset()
+    for batch in batches:
+        losses = []
+        for model in (compiled, plain):
+            loss = model(batch).loss
+            loss.backward()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+        for (name, p), q in zip(packed.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+            p.grad = q.grad = None

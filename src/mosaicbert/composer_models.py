@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from . import flops, registry
 from .checkpoints import load_weights
 from .families import FAMILIES, check_model_section, family_of, make_config
+from .model.modeling_mosaic_bert import pack_rows
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,31 @@ def _model_inputs(batch: dict) -> dict:
 
 
 @torch.compiler.disable
-def host_sizes(batch: dict) -> dict:
-    """Batch sizes an unpadding model needs, from the collator's host-side lists (no device sync).
+def host_sizes(batch: dict, pack_attention_rows: bool = False) -> dict:
+    """Batch sizes an unpadding model needs, from the collator's host-side lists (no device sync); with
+    ``pack_attention_rows`` (MosaicBERT's ``sdpa_packed``) also the plan of :func:`pack_rows` for a batch
+    with padding, copied to the device without waiting for it.
 
     Kept out of torch.compile: the lists would otherwise be traced element by element.
     """
     if "row_lengths" not in batch:
         return {}
-    sizes = {"num_tokens": int(sum(batch["row_lengths"])), "max_seqlen": int(max(batch["row_lengths"]))}
+    lengths = [int(n) for n in batch["row_lengths"]]
+    sizes = {"num_tokens": sum(lengths), "max_seqlen": max(lengths)}
     if "row_masked" in batch:
         sizes["num_masked"] = int(sum(batch["row_masked"]))
+    ids = batch["input_ids"]
+    if pack_attention_rows and sizes["num_tokens"] < ids.numel():
+        starts, sizes["num_attention_rows"] = pack_rows(lengths, ids.shape[1])
+        starts = torch.tensor(starts, dtype=torch.long)
+        if ids.device.type == "cuda":  # from pinned memory the copy is asynchronous
+            starts = starts.pin_memory()
+        sizes["attention_row_starts"] = starts.to(ids.device, non_blocking=True)
     return sizes
+
+
+def packs_attention_rows(model: PreTrainedModel) -> bool:
+    return getattr(model.config, "attention_backend", None) == "sdpa_packed"
 
 
 class ComposerMaskedLM(ComposerModel):
@@ -60,7 +75,7 @@ class ComposerMaskedLM(ComposerModel):
                             "MaskedAccuracy": MaskedAccuracy(ignore_index=-100)}
 
     def forward(self, batch: dict):
-        sizes = host_sizes(batch) if self.family.unpadded else {}
+        sizes = host_sizes(batch, packs_attention_rows(self.model)) if self.family.unpadded else {}
         return self.model(**_model_inputs(batch), labels=batch["labels"], **sizes)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
@@ -95,7 +110,7 @@ class ComposerClassifier(ComposerModel):
         self.val_metrics = metrics
 
     def forward(self, batch: dict):
-        sizes = host_sizes(batch) if self.family.unpadded else {}
+        sizes = host_sizes(batch, packs_attention_rows(self.model)) if self.family.unpadded else {}
         return self.model(**_model_inputs(batch), labels=batch.get("labels"), **sizes)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:

@@ -6,7 +6,7 @@ This file imports only transformers, so it ships unchanged inside exported model
 
 from transformers import PretrainedConfig
 
-ATTENTION_BACKENDS = ("auto", "flash_attn", "flex", "sdpa")
+ATTENTION_BACKENDS = ("auto", "flash_attn", "flex", "sdpa", "sdpa_packed")
 
 
 class MosaicBertConfig(PretrainedConfig):
@@ -24,10 +24,12 @@ class MosaicBertConfig(PretrainedConfig):
         layer_norm_eps: LayerNorm epsilon.
         alibi_starting_size: unused by the math (ALiBi has no maximum length); kept as the length the
             model was trained at, for documentation and for `max_position_embeddings`-style queries.
-        attention_backend: "auto" | "flash_attn" | "flex" | "sdpa". "auto" picks flash_attn on CUDA with
-            fp16/bf16 activations when flash-attn provides ``flash_attn_varlen_qkvpacked_func`` (flash-attn
-            2; flash-attn 4 does not), else SDPA, which on an H200 ran faster than FlexAttention at full
-            and at padded rows. "flex" (FlexAttention on the packed tokens) stays selectable.
+        attention_backend: "auto" | "flash_attn" | "flex" | "sdpa" | "sdpa_packed". "auto" picks flash_attn
+            on CUDA with fp16/bf16 activations when flash-attn provides ``flash_attn_varlen_qkvpacked_func``
+            (flash-attn 2; flash-attn 4 does not), else SDPA, which on an H200 ran faster than
+            FlexAttention at full and at padded rows. "flex" (FlexAttention on the packed tokens) stays
+            selectable. "sdpa_packed" is SDPA over rows that each hold several short sequences
+            (a block-diagonal bias): fewer rows to attend over when rows are padded, the same at full rows.
         low_precision_layernorm: run LayerNorm in the autocast dtype (bf16) rather than fp32.
         prenorm: pre-LN blocks instead of the paper's post-LN.
         glu_dropout: where the feed-forward dropout sits: "intermediate" (on the GLU output, before the

@@ -9,8 +9,10 @@ What differs from Hugging Face BERT, each switchable in :class:`MosaicBertConfig
 
 Attention backends: flash-attn's varlen kernel (optional package); PyTorch SDPA on q, k, v re-padded to
 ``[B, heads, S, head_dim]`` with one additive ALiBi + key-padding bias built per forward (the default
-without flash-attn); or PyTorch FlexAttention on the packed tokens with a per-sequence block mask. All
-three compute the same function; a checkpoint from one runs with any other.
+without flash-attn); SDPA on rows that each hold several short sequences, with a block-diagonal bias
+(``sdpa_packed``: fewer rows to attend over when rows are padded); or PyTorch FlexAttention on the packed
+tokens with a per-sequence block mask. All compute the same function; a checkpoint from one runs with any
+other.
 
 Layout of this file, top to bottom: ALiBi slopes, (un)padding, attention backends, layers, the
 ``PreTrainedModel`` classes. It imports only torch and transformers (flash_attn if present) so that it
@@ -133,6 +135,8 @@ class Unpadded:
         real token before it, or 0; never read there); None when ``indices`` is.
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
     num_tokens: T.
+    segments: for a layout of rows holding several sequences (:meth:`packed`), ``[rows, S]``: the sequence
+        each position holds, -1 at padding; None for one sequence per row.
     """
 
     indices: Optional[torch.Tensor]
@@ -143,6 +147,7 @@ class Unpadded:
     batch: int
     seqlen: int
     num_tokens: int
+    segments: Optional[torch.Tensor] = None
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor, num_tokens: Optional[int] = None) -> "Unpadded":
@@ -167,6 +172,23 @@ class Unpadded:
             token_of = (torch.cumsum(flat != 0, dim=0) - 1).clamp_(min=0)
         return cls(indices, token_of, cu_seqlens, seqlens, attention_mask.bool(), B, S, num_tokens)
 
+    def packed(self, row_starts: torch.Tensor, num_rows: int) -> "Unpadded":
+        """The same tokens laid out in ``num_rows`` rows of S positions, several sequences to a row:
+        sequence b occupies positions ``row_starts[b]`` onwards of the flattened ``[num_rows * S]`` layout
+        (from :func:`pack_rows`). ``pad``/``unpad`` of the result move tokens into and out of that layout;
+        its ``segments`` say which positions may attend to which."""
+        S, T, device = self.seqlen, self.num_tokens, self.cu_seqlens.device
+        token = torch.arange(T, device=device)
+        # Each token's sequence: its row in the [B, S] batch.
+        sequence = (self.indices if self.indices is not None else token) // S
+        position = row_starts.to(device=device, dtype=torch.long)[sequence] + token - self.cu_seqlens.long()[sequence]
+        size = num_rows * S
+        token_of = torch.zeros(size, dtype=torch.long, device=device).index_put_((position,), token)
+        keep = torch.zeros(size, dtype=torch.bool, device=device).index_put_((position,), torch.ones_like(token, dtype=torch.bool))
+        segments = torch.full((size,), -1, dtype=torch.long, device=device).index_put_((position,), sequence)
+        return Unpadded(position, token_of, self.cu_seqlens, self.seqlens, keep.view(num_rows, S), num_rows, S, T,
+                        segments.view(num_rows, S))
+
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, S, ...]`` -> ``[T, ...]``."""
         if self.indices is None:
@@ -179,6 +201,27 @@ class Unpadded:
             return x.view(self.batch, self.seqlen, *x.shape[1:])
         out = _Pad.apply(x, self.indices, self.token_of, self.mask.flatten())
         return out.view(self.batch, self.seqlen, *x.shape[1:])
+
+
+def pack_rows(lengths: list[int], seqlen: int) -> tuple[list[int], int]:
+    """Places sequences of ``lengths`` (each at most ``seqlen``) into rows of ``seqlen`` positions, several
+    to a row where they fit: the longest sequence left opens a row, which the shortest ones left then fill
+    while they fit. Returns where each sequence starts in the flattened ``[rows * seqlen]`` layout, and the
+    number of rows. One pass after a sort, on the host (the collator's ``row_lengths``); on lengths
+    uniform in [S/4, S] it needs about 0.68 rows per sequence, as many as first-fit decreasing."""
+    order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
+    starts = [0] * len(lengths)
+    first, last, rows = 0, len(order) - 1, 0
+    while first <= last:
+        opener = order[first]
+        first += 1
+        starts[opener], used = rows * seqlen, lengths[opener]
+        while last >= first and used + lengths[order[last]] <= seqlen:
+            starts[order[last]] = rows * seqlen + used
+            used += lengths[order[last]]
+            last -= 1
+        rows += 1
+    return starts, rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,13 +263,16 @@ class AttentionInputs:
     backend: str
     unpadded: Unpadded
     slopes: torch.Tensor  # [heads] float32
-    sdpa_bias: Optional[torch.Tensor] = None  # [B, heads, S, S] ALiBi + key padding, compute dtype
+    sdpa_rows: Optional[Unpadded] = None  # sdpa: the rows attended over (``unpadded``, or packed rows)
+    sdpa_bias: Optional[torch.Tensor] = None  # [rows, heads, S, S] ALiBi + key padding, compute dtype
     block_mask: Optional["BlockMask"] = None  # flex: one block-diagonal mask over the packed tokens
     max_seqlen: int = 0  # flash_attn
 
 
 def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys.
+    """``[B, heads, S, S]``: -slope * |i - j| on real keys, the dtype's minimum on padded keys. For packed
+    rows (``unpadded.segments``), the minimum also wherever query and key belong to different sequences:
+    within one sequence |i - j| is the in-sequence distance, as rows hold each sequence contiguously.
 
     Built once per forward and read by every layer. It is written out in full even without padding: on
     an H200, SDPA's kernels ran slower on one ``[heads, S, S]`` bias expanded over the batch (stride 0)
@@ -239,8 +285,12 @@ def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> t
     pos = torch.arange(width, device=slopes.device)
     distance = (pos[None, :] - pos[:S, None]).abs()  # [S, width]
     alibi = (-slopes[:, None, None] * distance[None]).to(dtype)  # [heads, S, width]
-    padded_key = F.pad(~unpadded.mask, (0, width - S), value=True)  # [B, width]
-    return alibi.masked_fill(padded_key[:, None, None, :], torch.finfo(dtype).min)[..., :S]
+    if unpadded.segments is None:
+        hidden = F.pad(~unpadded.mask, (0, width - S), value=True)[:, None, None, :]  # [B, 1, 1, width]
+    else:
+        key = F.pad(unpadded.segments, (0, width - S), value=-1)[:, None, None, :]  # [rows, 1, 1, width]
+        hidden = (key < 0) | (key != unpadded.segments[:, None, :, None])  # [rows, 1, S, width]
+    return alibi.masked_fill(hidden, torch.finfo(dtype).min)[..., :S]
 
 
 def document_block_mask(cu_seqlens: torch.Tensor, total: int, block: int = FLEX_BLOCK_SIZE) -> "BlockMask":
@@ -340,8 +390,9 @@ def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> t
     # than SDPA on strided views of the interleaved tensor, at full and at padded rows
     # (benchmarks/microbench.py --only sdpa). Query rows at padding see the real keys of their row (a row
     # of padding only sees uniform weights over zero values): finite outputs, dropped by unpad, whose
-    # zero gradient adds nothing to q, k or v.
-    u = inputs.unpadded
+    # zero gradient adds nothing to q, k or v. sdpa_packed runs the same on rows that hold several
+    # sequences: fewer rows, a block-diagonal bias; a padding position there sees uniform weights.
+    u = inputs.sdpa_rows
     q, k, v = u.pad(qkv).permute(2, 0, 1, 3, 4).contiguous().transpose(2, 3).unbind(0)  # each [B, heads, S, d]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.sdpa_bias, dropout_p=dropout_p)
     # The efficient and flash kernels write out as [B, S, heads, head_dim]: the transpose is a view.
@@ -349,11 +400,23 @@ def attention(qkv: torch.Tensor, inputs: AttentionInputs, dropout_p: float) -> t
 
 
 def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torch.Tensor,
-                      dtype: torch.dtype, max_seqlen: Optional[int] = None) -> AttentionInputs:
+                      dtype: torch.dtype, max_seqlen: Optional[int] = None,
+                      attention_row_starts: Optional[torch.Tensor] = None,
+                      num_attention_rows: Optional[int] = None) -> AttentionInputs:
+    """The metadata every layer's attention reads. For ``sdpa_packed``, ``attention_row_starts`` and
+    ``num_attention_rows`` are :func:`pack_rows`'s plan when the caller made it on the host; without them
+    the plan is made here from the row lengths, a device sync."""
     backend = resolve_attention_backend(config.attention_backend, slopes.device, dtype)
     inputs = AttentionInputs(backend, unpadded, slopes)
-    if backend == "sdpa":
-        inputs.sdpa_bias = sdpa_bias(unpadded, slopes, dtype)
+    if backend in ("sdpa", "sdpa_packed"):
+        rows = unpadded
+        if backend == "sdpa_packed" and unpadded.indices is not None:  # full rows have nothing to pack
+            if attention_row_starts is None:
+                starts, num_attention_rows = pack_rows(unpadded.seqlens.tolist(), unpadded.seqlen)
+                attention_row_starts = torch.tensor(starts, device=slopes.device)
+            rows = unpadded.packed(attention_row_starts, num_attention_rows)
+        inputs.sdpa_rows = rows
+        inputs.sdpa_bias = sdpa_bias(rows, slopes, dtype)
     elif backend == "flex":
         inputs.block_mask = document_block_mask(unpadded.cu_seqlens, unpadded.num_tokens)
     else:
@@ -619,11 +682,14 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                token_type_ids: Optional[torch.Tensor] = None, num_tokens: Optional[int] = None,
-               max_seqlen: Optional[int] = None) -> tuple[torch.Tensor, Unpadded]:
+               max_seqlen: Optional[int] = None, attention_row_starts: Optional[torch.Tensor] = None,
+               num_attention_rows: Optional[int] = None) -> tuple[torch.Tensor, Unpadded]:
         """``[B, S]`` ids -> unpadded hidden states ``[T, H]`` and where those T tokens came from.
 
         ``num_tokens`` (real tokens in the batch) and ``max_seqlen`` (longest row), when the caller
-        knows them on the host, spare the device syncs that would compute them.
+        knows them on the host, spare the device syncs that would compute them; so do
+        ``attention_row_starts`` (``[B]``) and ``num_attention_rows``, :func:`pack_rows`'s plan, for
+        ``sdpa_packed``.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -636,15 +702,18 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         if slopes is None:
             slopes = torch.tensor(alibi_slopes(self.config.num_attention_heads), device=hidden.device)
             self._slopes[hidden.device] = slopes
-        inputs = prepare_attention(self.config, unpadded, slopes, compute_dtype(hidden), max_seqlen)
+        inputs = prepare_attention(self.config, unpadded, slopes, compute_dtype(hidden), max_seqlen,
+                                   attention_row_starts, num_attention_rows)
         return self.encoder(hidden, inputs), unpadded
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, return_dict: Optional[bool] = None,
                 num_tokens: Optional[int] = None, max_seqlen: Optional[int] = None,
+                attention_row_starts: Optional[torch.Tensor] = None, num_attention_rows: Optional[int] = None,
                 **kwargs) -> BaseModelOutputWithPooling:
         _reject_unsupported(kwargs)
-        hidden, unpadded = self.encode(input_ids, attention_mask, token_type_ids, num_tokens, max_seqlen)
+        hidden, unpadded = self.encode(input_ids, attention_mask, token_type_ids, num_tokens, max_seqlen,
+                                       attention_row_starts, num_attention_rows)
         pooled = self.pooler(first_tokens(hidden, unpadded)) if self.pooler is not None else None
         out = BaseModelOutputWithPooling(last_hidden_state=unpadded.pad(hidden), pooler_output=pooled)
         return out if return_dict is not False else out.to_tuple()
@@ -695,11 +764,14 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 return_dict: Optional[bool] = None, num_tokens: Optional[int] = None,
                 max_seqlen: Optional[int] = None, num_masked: Optional[int] = None,
+                attention_row_starts: Optional[torch.Tensor] = None, num_attention_rows: Optional[int] = None,
                 **kwargs) -> MaskedLMOutput:
-        """``num_tokens`` / ``max_seqlen`` / ``num_masked`` (masked positions), when known on the host,
-        make the forward pass free of device syncs (the recipe's collator provides them)."""
+        """``num_tokens`` / ``max_seqlen`` / ``num_masked`` (masked positions) and, for ``sdpa_packed``,
+        ``attention_row_starts`` / ``num_attention_rows``, when known on the host, make the forward pass
+        free of device syncs (the recipe's Composer model makes them from the collator's row lengths)."""
         _reject_unsupported(kwargs)
-        hidden, unpadded = self.bert.encode(input_ids, attention_mask, token_type_ids, num_tokens, max_seqlen)
+        hidden, unpadded = self.bert.encode(input_ids, attention_mask, token_type_ids, num_tokens, max_seqlen,
+                                            attention_row_starts, num_attention_rows)
         if labels is not None and self.config.mlm_only_masked:
             token_labels = unpadded.unpad(labels)  # [T]
             is_masked = token_labels != IGNORE_INDEX
