@@ -29,7 +29,8 @@ def save_then_die_halfway(obj, f, *args, **kwargs):
 def main(data: str, folder: str) -> None:
     torch.save = save_then_die_halfway
     trainer = build_pretraining_trainer(load_config(DEMO, tiny_overrides(
-        data, folder, run_name="preempted", autoresume="true", save_overwrite="false")))
+        data, folder, run_name="preempted", autoresume="true", save_overwrite="false",
+        **{"callbacks.sample_log.path": f"{folder}-samples.jsonl"})))  # as test_interruptions' runs
     trainer.fit()
 
 

@@ -8,6 +8,7 @@ not a checkpoint stops the run before anything is made.
 
 import errno
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -48,23 +49,37 @@ class FailSaveAt:
 
 def autoresume_overrides(data, folder, **extra):
     # save_overwrite false, as in every recipe but the demo's: Composer then refuses to start next to a
-    # checkpoint file later than the one it resumes from.
-    return tiny_overrides(data, str(folder), run_name="preempted", autoresume="true", save_overwrite="false", **extra)
+    # checkpoint file later than the one it resumes from. The sample log sits next to the checkpoint folder.
+    return tiny_overrides(data, str(folder), run_name="preempted", autoresume="true", save_overwrite="false",
+                          **{"callbacks.sample_log.path": f"{folder}-samples.jsonl"}, **extra)
+
+
+def logged_story(folder) -> tuple[list, list]:
+    """What the run's two line files tell: the metrics log's losses and evaluations in the order logged
+    (``(step, key, value)``; wall-clock figures differ between runs), and the sample log's lines."""
+    metrics = []
+    for line in open(os.path.join(folder, "metrics.jsonl")):
+        row = json.loads(line)
+        metrics += [(row["step"], key, value) for key, value in row.items()
+                    if key == "loss/train/total" or key.startswith("metrics/eval/")]
+    return metrics, [json.loads(line) for line in open(f"{folder}-samples.jsonl")]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_mds, tmp_path_factory):
-    """Weights after 6 batches of the run the interrupted runs below continue."""
+    """Weights and logs after 6 batches of the run the interrupted runs below continue."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(tiny_mds, folder / "ckpt")))
     trainer.fit()
     expected = weights(trainer)
     trainer.close()
-    return expected, str(folder / "ckpt" / "ep0-ba3-rank0.pt")
+    return expected, str(folder / "ckpt" / "ep0-ba3-rank0.pt"), logged_story(folder / "ckpt")
 
 
-def resume_and_compare(data, folder, expected) -> None:
-    """Autoresume continues from batch 3 to 6 and ends with the uninterrupted run's weights, exactly."""
+def resume_and_compare(data, folder, uninterrupted) -> None:
+    """Autoresume continues from batch 3 to 6 and ends with the uninterrupted run's weights, exactly, and
+    with its metrics and sample logs: nothing lost to the interruption, nothing written twice."""
+    expected, _, story = uninterrupted
     resumed = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(data, folder)))
     assert int(resumed.state.timestamp.batch) == 3
     resumed.fit()
@@ -74,6 +89,10 @@ def resume_and_compare(data, folder, expected) -> None:
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
     assert sorted(os.listdir(folder)) == ["ep0-ba3-rank0.pt", "ep0-ba6-rank0.pt", "latest-rank0.pt", "metrics.jsonl"]
+    metrics, samples = logged_story(folder)
+    assert [row["batch"] for row in samples] == [1, 2, 3, 4, 5, 6] and samples == story[1]
+    assert [(step, key) for step, key, _ in metrics] == [(step, key) for step, key, _ in story[0]]
+    assert metrics == story[0]
 
 
 def assert_only_the_complete_checkpoint(folder) -> None:
@@ -96,7 +115,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_then_autoresume_continues_exactly(
     trainer.close()
     monkeypatch.setattr(torch, "save", REAL_SAVE)
     assert_only_the_complete_checkpoint(folder)
-    resume_and_compare(tiny_mds, folder, uninterrupted[0])
+    resume_and_compare(tiny_mds, folder, uninterrupted)
 
 
 def test_sigkill_while_a_checkpoint_is_written_then_autoresume_continues_exactly(tiny_mds, tmp_path, uninterrupted):
@@ -108,7 +127,7 @@ def test_sigkill_while_a_checkpoint_is_written_then_autoresume_continues_exactly
     names = sorted(os.listdir(folder))
     assert "ep0-ba6-rank0.pt" not in names, "a cut-off write must not sit under a checkpoint name"
     assert [n for n in names if n.startswith(".partial-")], names  # what SIGKILL leaves: a partial file ...
-    resume_and_compare(tiny_mds, folder, uninterrupted[0])  # ... which the next start removes
+    resume_and_compare(tiny_mds, folder, uninterrupted)  # ... which the next start removes
 
 
 def test_a_full_disk_while_saving_is_one_clear_error_and_autoresume_continues(
@@ -125,7 +144,7 @@ def test_a_full_disk_while_saving_is_one_clear_error_and_autoresume_continues(
     assert f"the last complete checkpoint is {folder / 'ep0-ba3-rank0.pt'}" in message
     assert "autoresume: true it continues from the last complete checkpoint" in message
     assert_only_the_complete_checkpoint(folder)
-    resume_and_compare(tiny_mds, folder, uninterrupted[0])
+    resume_and_compare(tiny_mds, folder, uninterrupted)
 
 
 def mount_tmpfs(path, size: str) -> bool:

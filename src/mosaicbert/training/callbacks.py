@@ -39,12 +39,71 @@ class RecipeMetadata(Callback):
         pass  # the running recipe's own metadata stays authoritative
 
 
-def open_run_file(template: str, state: State, **fields):
-    """Open ``template`` (formatted with ``{run_name}`` and ``fields``) for one line per event: afresh
-    for a run from batch 0, appending for a resumed run, so the file tells one continuous story."""
-    path = template.format(run_name=state.run_name, **fields)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return open(path, "a" if int(state.timestamp.batch) > 0 else "w")
+def keep_first_lines(path: str, keep: Optional[int]) -> int:
+    """Cut the file at ``path`` after its first ``keep`` lines (all of them when None; a shorter file is
+    left as it is). Returns how many lines it holds then."""
+    lines = 0
+    with open(path, "rb+") as f:
+        while keep is None or lines < keep:
+            if not f.readline():
+                return lines
+            lines += 1
+        f.truncate(f.tell())
+    return lines
+
+
+class RunFile:
+    """A file of one line per event that tells one continuous story across resumptions (mixed into the
+    metrics logger and :class:`SampleLog`).
+
+    A run from batch 0 starts the file afresh. Lines are flushed before every checkpoint is saved, and the
+    checkpoint records how many lines the file then held; a run resumed from that checkpoint first cuts
+    the file back to them, so lines written after it (by batches that now run again, or lost in a
+    pre-emption) are neither repeated nor missing.
+    """
+
+    _file = None
+    _run_name: Optional[str] = None
+    _lines = 0  # lines in the file: those it held when opened, then one per write
+    _resume: Optional[dict] = None  # this file's part of the checkpoint the run resumed from
+
+    def _open(self, template: str, state: State, **fields) -> None:
+        self._run_name = state.run_name
+        path = template.format(run_name=state.run_name, **fields)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if int(state.timestamp.batch) == 0 or not os.path.exists(path):
+            self._file, self._lines = open(path, "w"), 0
+            return
+        resume = self._resume or {}
+        keep = resume.get("lines") if resume.get("run_name") == state.run_name else None
+        self._lines = keep_first_lines(path, keep)
+        self._file = open(path, "a")
+
+    def _write(self, line: str) -> None:
+        self._file.write(line + "\n")
+        self._lines += 1
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _flush(self, state: State, logger: Logger) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    # Callbacks run before the checkpoint saver (Composer appends it last), so the lines are on disk
+    # before the checkpoint that counts them.
+    batch_checkpoint = epoch_checkpoint = iteration_checkpoint = _flush
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._file is None:
+            return {}
+        self._file.flush()
+        return {"run_name": self._run_name, "lines": self._lines}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
 
 
 class RestoreRNG(Callback):
@@ -132,33 +191,31 @@ class TrainingSummary(Callback):
         print("\n".join(lines), flush=True)
 
 
-class SampleLog(Callback):
+class SampleLog(RunFile, Callback):
     """Writes which samples each rank trained on, one JSON line per batch per rank:
     ``{"batch": n, "rank": r, "samples": [...]}`` (from the collator's ``sample_idx``).
 
     For auditing data order: that ranks see disjoint samples, and that a resumed run (on the same or a
     different number of GPUs) continues with the samples an uninterrupted run would have seen.
-    ``path`` may contain ``{run_name}`` and ``{rank}``.
+    ``path`` may contain ``{run_name}`` and ``{rank}``. Every rank writes one line per batch, so the line
+    count rank 0 puts in a checkpoint (:class:`RunFile`) holds for every rank's file.
     """
 
     def __init__(self, path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
         self.path_template = path
-        self._file = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        self._file = open_run_file(self.path_template, state, rank=dist.get_global_rank())
+        self._open(self.path_template, state, rank=dist.get_global_rank())
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         batch = state.batch if isinstance(state.batch, dict) else {}
         if self._file is not None and "sample_idx" in batch:
             row = {"batch": int(state.timestamp.batch) + 1, "rank": dist.get_global_rank(),
                    "samples": [int(i) for i in batch["sample_idx"]]}
-            self._file.write(json.dumps(row) + "\n")
+            self._write(json.dumps(row))
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._close()
 
 
 def latest_checkpoint(state: State) -> Optional[str]:
@@ -168,22 +225,22 @@ def latest_checkpoint(state: State) -> Optional[str]:
     return None
 
 
-class JSONLinesLogger(LoggerDestination):
+class JSONLinesLogger(RunFile, LoggerDestination):
     """Writes ``{"step": batch, metric: value, ...}`` lines to ``path`` (rank 0 only).
 
     ``path`` may contain ``{run_name}``. A run from batch 0 starts the file afresh; a resumed run
-    appends to it, so the file holds one continuous curve.
+    continues it from the checkpoint it resumed (:class:`RunFile`), so the file holds one continuous
+    curve.
     """
 
     def __init__(self, path: str = "runs/{run_name}/metrics.jsonl"):
         self.path_template = path
         self.path: Optional[str] = None
-        self._file = None
 
     def fit_start(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0 or self._file is not None:
             return
-        self._file = open_run_file(self.path_template, state)
+        self._open(self.path_template, state)
         self.path = self._file.name
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
@@ -195,14 +252,9 @@ class JSONLinesLogger(LoggerDestination):
                 value = value.item() if value.numel() == 1 else value.tolist()
             if isinstance(value, (int, float, str, bool)) or value is None:
                 row[key] = value
-        self._file.write(json.dumps(row) + "\n")
+        self._write(json.dumps(row))
 
     def close(self, state: State, logger: Logger) -> None:
-        if self._file is not None:
-            self._file.flush()
-            self._file.close()
-            self._file = None
+        self._close()
 
-    def fit_end(self, state: State, logger: Logger) -> None:
-        if self._file is not None:
-            self._file.flush()
+    fit_end = RunFile._flush
