@@ -196,11 +196,17 @@ def test_a_bad_line_late_in_a_file_leaves_no_output_folder(tmp_path):
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 
 
-def test_latin1_prose_is_still_text(tmp_path):
-    """The text check must not refuse real prose in another single-byte encoding (accents undecodable)."""
+def test_latin1_prose_is_still_text_with_a_warning(tmp_path, caplog):
+    """The text check must not refuse real prose in another single-byte encoding (accents undecodable),
+    but it says that those characters are lost."""
     (tmp_path / "fr.txt").write_bytes(("Les élèves étudient à l'école, où ça commence tôt. " * 200).encode("latin-1"))
-    counts = convert_text([tmp_path / "fr.txt"], tmp_path / "out", val_fraction=0.0, progress=False)
-    assert counts["train"] == 1
+    (tmp_path / "en.txt").write_text("Plain English prose, in UTF-8 as it should be. " * 200)
+    with caplog.at_level("WARNING"):
+        counts = convert_text([tmp_path / "fr.txt", tmp_path / "en.txt"], tmp_path / "out", val_fraction=0.0,
+                              progress=False)
+    assert counts["train"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "not all UTF-8" in r.getMessage()]
+    assert len(warnings) == 1 and "fr.txt" in warnings[0] and "1,600 of its first 10,200 characters" in warnings[0]
 
 
 def test_convert_text_cli_on_random_bytes_exits_2_and_writes_nothing(tmp_path, capsys):

@@ -63,7 +63,8 @@ _CONTROL = {chr(c) for c in range(32)} - set("\t\n\r\f\v")
 
 def check_is_text(path: Path) -> None:
     """Refuse (RecipeError) a file whose beginning is not UTF-8 text: binary data, a compressed file
-    under a text name, or another encoding such as UTF-16."""
+    under a text name, or another encoding such as UTF-16. Text with a few undecodable bytes (prose in
+    Latin-1, say) is kept, with a warning: those bytes become U+FFFD."""
     try:
         with _open_text(path) as handle:
             sample = handle.read(_SNIFF_CHARS)
@@ -77,6 +78,12 @@ def check_is_text(path: Path) -> None:
             "undecodable or control characters. It looks like binary data, a compressed file under a text name, or "
             "text in another encoding (e.g. UTF-16). Nothing was written. Fix: convert it to UTF-8 text, or leave "
             "it out of --inputs / --val.")
+    undecodable = sample.count("\ufffd")
+    if undecodable:
+        log.warning("Input file %r is not all UTF-8: %s of its first %s characters cannot be decoded and are stored "
+                    "as U+FFFD. It may be in another encoding such as Latin-1. Fix, for exact text: convert it "
+                    "to UTF-8 (e.g. iconv -f latin1 -t utf-8) and convert again with --overwrite.",
+                    str(path), f"{undecodable:,}", f"{len(sample):,}")
 
 
 def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
