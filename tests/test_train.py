@@ -127,6 +127,7 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     result = run_main([DEMO, *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Training summary" in result.stdout
+    assert "(mean of all 4 batches)" in result.stdout  # no first -> last within the summary's window
     assert "eval MaskedAccuracy" in result.stdout
     assert (tmp_path / "ckpt" / "ep0-ba4-rank0.pt").is_file()
     assert "loss/train/total" in (tmp_path / "metrics.jsonl").read_text()

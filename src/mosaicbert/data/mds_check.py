@@ -93,7 +93,8 @@ def check_mds_folder(local: str, split: str | None, remote: str | None) -> None:
         raise RecipeError(
             f"The MDS split {folder!r} is empty (its index.json lists no samples), so there is nothing to "
             "load. Fix: reconvert with more input text, a larger --val_fraction or explicit --val files "
-            f"({HOW_TO_MAKE_DATA}), or point this dataloader at another split.")
+            f"({HOW_TO_MAKE_DATA}), or point this dataloader at another split; an evaluation split can also "
+            "be left out (eval_loader=null trains without evaluation).")
     problems = shard_file_problems(folder, shards, remote)
     if problems:
         more = f" ({len(problems) - 1} more shard file(s) of this split are wrong too.)" if len(problems) > 1 else ""

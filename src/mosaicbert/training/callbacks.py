@@ -173,9 +173,12 @@ class TrainingSummary(Callback):
                  f"batches trained          {int(state.timestamp.batch)} ({int(state.timestamp.sample)} samples)"]
         if self.first_losses:
             first = torch.stack(self.first_losses).float().mean().item()
-            last = torch.stack(list(self.last_losses) or self.first_losses).float().mean().item()
-            lines.append(f"train loss               {first:.4f} (first {len(self.first_losses)} batches) -> "
-                         f"{last:.4f} (last {len(self.last_losses) or len(self.first_losses)})")
+            if self.last_losses:
+                last = torch.stack(list(self.last_losses)).float().mean().item()
+                lines.append(f"train loss               {first:.4f} (first {len(self.first_losses)} batches) -> "
+                             f"{last:.4f} (last {len(self.last_losses)})")
+            else:  # a run no longer than the window has no later batches to compare with
+                lines.append(f"train loss               {first:.4f} (mean of all {len(self.first_losses)} batches)")
         if self.eval_history:
             step, values = self.eval_history[-1]
             for name, value in values.items():
