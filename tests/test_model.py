@@ -788,3 +788,45 @@ def test_compiled_sdpa_packed_trains_like_sdpa_on_the_host_made_plan():
         for (name, p), q in zip(packed.named_parameters(), plain.parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
             p.grad = q.grad = None
+
+
+def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(monkeypatch):
+    """Eager, through the Composer model: SDPA runs on as many rows as the host's plan has (fewer than the
+    batch's), the model does not plan again, and a plan that saves no row keeps the plain layout."""
+    import mosaicbert.model.modeling_mosaic_bert as modeling
+    from mosaicbert.composer_models import ComposerMaskedLM, host_sizes
+
+    rows_attended, packed_calls = [], []
+    real_sdpa, real_packed = F.scaled_dot_product_attention, Unpadded.packed
+
+    def spy_sdpa(q, *args, **kwargs):
+        rows_attended.append(q.shape[0])
+        return real_sdpa(q, *args, **kwargs)
+
+    def spy_packed(self, *args):
+        packed_calls.append(args[1])
+        return real_packed(self, *args)
+
+    def no_planning(*args):
+        raise AssertionError("the model planned rows although the host gave a plan")
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy_sdpa)
+    monkeypatch.setattr(Unpadded, "packed", spy_packed)
+    monkeypatch.setattr(modeling, "pack_rows", no_planning)
+    model = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa_packed"))).eval()
+    layers = model.model.config.num_hidden_layers
+    for lengths, rows, packed in (([16, 3, 9, 5, 12, 2], 4, [4]),  # packed: 4 rows for 6 sequences
+                                  ([9, 10, 12, 16], 4, [])):  # no two fit in a row: the plain layout
+        batch = mlm_batch(lengths)
+        assert host_sizes(batch, pack_attention_rows=True)["num_attention_rows"] == rows
+        rows_attended.clear(), packed_calls.clear()
+        with torch.no_grad():
+            model(batch)
+        assert rows_attended == [rows] * layers and packed_calls == packed
+
+
+def test_a_packing_plan_needs_both_of_its_parts():
+    model = MosaicBertModel(tiny_config(attention_backend="sdpa_packed"), add_pooling_layer=False)
+    ids, mask, types = random_batch()
+    with pytest.raises(ValueError, match="attention_row_starts and num_attention_rows together"):
+        model(ids, mask, types, num_attention_rows=3)

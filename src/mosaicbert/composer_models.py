@@ -48,9 +48,8 @@ def host_sizes(batch: dict, pack_attention_rows: bool = False) -> dict:
     ids = batch["input_ids"]
     if pack_attention_rows and sizes["num_tokens"] < ids.numel():
         starts, sizes["num_attention_rows"] = pack_rows(lengths, ids.shape[1])
-        starts = torch.tensor(starts, dtype=torch.long)
-        if ids.device.type == "cuda":  # from pinned memory the copy is asynchronous
-            starts = starts.pin_memory()
+        # From pinned memory the copy is asynchronous (the allocator keeps the block until it is done).
+        starts = torch.tensor(starts, dtype=torch.long, pin_memory=ids.device.type == "cuda")
         sizes["attention_row_starts"] = starts.to(ids.device, non_blocking=True)
     return sizes
 

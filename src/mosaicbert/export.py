@@ -249,7 +249,7 @@ def _model_card(model, family: str, task: str, checkpoint: str, tokenizer_name: 
             "a gated (GeGLU) feed-forward and computes only on real tokens. Its code ships in this folder "
             "(`configuration_mosaic_bert.py`, `modeling_mosaic_bert.py`), so loading needs "
             "`trust_remote_code=True`. It runs with PyTorch SDPA on CPU and GPU; on a CUDA GPU it uses flash-attn 2 "
-            "when installed (set `attention_backend` to `flash_attn`, `flex` or `sdpa` to choose).",
+            "when installed (set `attention_backend` to `flash_attn`, `flex`, `sdpa` or `sdpa_packed` to choose).",
         ]
     if padded_vocab != config.vocab_size:
         lines += ["", f"Training padded the vocabulary to {padded_vocab} rows; the export keeps the "

@@ -246,12 +246,12 @@ def resolve_attention_backend(requested: str, device: torch.device, dtype: torch
                 "attention_backend='flash_attn' needs flash-attn's flash_attn_varlen_qkvpacked_func "
                 "(flash-attn 2; flash-attn 4's flash_attn.cute does not provide it), a CUDA device and "
                 "fp16/bf16 activations (autocast). Install flash-attn 2, or set attention_backend to "
-                "'auto', 'flex' or 'sdpa'."
+                "'auto', 'flex', 'sdpa' or 'sdpa_packed'."
             )
     if requested == "flex" and flex_attention is None:
         raise RuntimeError(
             "attention_backend='flex' needs torch>=2.5 (torch.nn.attention.flex_attention); "
-            "use 'sdpa' or 'auto'."
+            "use 'sdpa', 'sdpa_packed' or 'auto'."
         )
     return requested
 
@@ -406,6 +406,9 @@ def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torc
     """The metadata every layer's attention reads. For ``sdpa_packed``, ``attention_row_starts`` and
     ``num_attention_rows`` are :func:`pack_rows`'s plan when the caller made it on the host; without them
     the plan is made here from the row lengths, a device sync."""
+    if (attention_row_starts is None) != (num_attention_rows is None):
+        raise ValueError("Give attention_row_starts and num_attention_rows together (pack_rows returns both), "
+                         "or neither.")
     backend = resolve_attention_backend(config.attention_backend, slopes.device, dtype)
     inputs = AttentionInputs(backend, unpadded, slopes)
     if backend in ("sdpa", "sdpa_packed"):
@@ -414,7 +417,8 @@ def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torc
             if attention_row_starts is None:
                 starts, num_attention_rows = pack_rows(unpadded.seqlens.tolist(), unpadded.seqlen)
                 attention_row_starts = torch.tensor(starts, device=slopes.device)
-            rows = unpadded.packed(attention_row_starts, num_attention_rows)
+            if num_attention_rows < unpadded.batch:  # else packing saves nothing: no scatter, plain bias
+                rows = unpadded.packed(attention_row_starts, num_attention_rows)
         inputs.sdpa_rows = rows
         inputs.sdpa_bias = sdpa_bias(rows, slopes, dtype)
     elif backend == "flex":
