@@ -129,8 +129,8 @@ class _Pad(torch.autograd.Function):
 class Unpadded:
     """Where the real tokens of a right- (or left-) padded ``[B, S]`` batch live.
 
-    indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending); None when
-        every position is real (then (un)padding is a reshape).
+    indices: ``[T]`` positions of the real tokens in the flattened ``[B*S]`` batch (ascending, except in
+        packed rows); None when every position is real (then (un)padding is a reshape).
     token_of: ``[B*S]`` for each position, the index of its token in ``[T]`` (at padding, that of the last
         real token before it, or 0; never read there); None when ``indices`` is.
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
@@ -181,10 +181,12 @@ class Unpadded:
         token = torch.arange(T, device=device)
         # Each token's sequence: its row in the [B, S] batch.
         sequence = (self.indices if self.indices is not None else token) // S
-        position = row_starts.to(device=device, dtype=torch.long)[sequence] + token - self.cu_seqlens.long()[sequence]
+        starts = row_starts.to(device=device, dtype=torch.long)
+        position = starts[sequence] + token - self.cu_seqlens.long()[sequence]
         size = num_rows * S
         token_of = torch.zeros(size, dtype=torch.long, device=device).index_put_((position,), token)
-        keep = torch.zeros(size, dtype=torch.bool, device=device).index_put_((position,), torch.ones_like(token, dtype=torch.bool))
+        keep = torch.zeros(size, dtype=torch.bool, device=device).index_put_(
+            (position,), torch.ones_like(token, dtype=torch.bool))
         segments = torch.full((size,), -1, dtype=torch.long, device=device).index_put_((position,), sequence)
         return Unpadded(position, token_of, self.cu_seqlens, self.seqlens, keep.view(num_rows, S), num_rows, S, T,
                         segments.view(num_rows, S))
