@@ -762,18 +762,24 @@ def mlm_batch(lengths, seqlen=16, seed=0):
                 row_lengths=list(lengths), row_masked=(labels != -100).sum(1).tolist())
 
 
-def test_compiled_sdpa_packed_trains_like_sdpa_on_the_host_made_plan():
-    """The Composer model makes the packing plan on the host for batches with padding (none for full rows),
-    and the compiled model, across batches that pack into different numbers of rows, gives sdpa's loss and
-    gradients."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_compiled_sdpa_packed_trains_like_sdpa_on_the_host_made_plan(device):
+    """The Composer model makes the packing plan on the host for batches with padding (none for full rows;
+    on a GPU it is copied from pinned memory without waiting), and the compiled model, across batches that
+    pack into different numbers of rows, gives sdpa's loss and gradients (fp32)."""
     from mosaicbert.composer_models import ComposerMaskedLM, host_sizes
 
-    batches = [mlm_batch([16, 3, 9, 5, 12, 2], seed=0), mlm_batch([7, 16, 1, 4, 8, 6], seed=1),
-               mlm_batch([16] * 6, seed=2)]
+    def on_device(batch):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    batches = [on_device(mlm_batch(lengths, seed=seed)) for seed, lengths in
+               enumerate(([16, 3, 9, 5, 12, 2], [7, 16, 1, 4, 8, 6], [16] * 6))]
     rows = [host_sizes(b, pack_attention_rows=True).get("num_attention_rows") for b in batches]
     assert rows == [4, 3, None]  # a full batch has nothing to pack
     torch.manual_seed(3)
-    packed = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa_packed"))).train()
+    config = tiny_config(attention_backend="sdpa_packed", hidden_size=64, num_attention_heads=4)  # GPU head size
+    packed = ComposerMaskedLM(MosaicBertForMaskedLM(config)).to(device).train()
     plain = copy.deepcopy(packed)
     plain.model.config.attention_backend = "sdpa"
     compiled = torch.compile(packed)
