@@ -13,12 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mosaicbert.config import load_config
 from mosaicbert.errors import RecipeError
+from mosaicbert.training import callbacks
 from mosaicbert.training.trainer import build_pretraining_trainer
 
 from test_train import DEMO, REPO, assert_refused, run_main, tiny_overrides, weights
@@ -260,3 +262,44 @@ def test_ctrl_c_in_a_command_is_one_line_and_status_130(capsys):
     assert report_errors(interrupted) == 130
     err = capsys.readouterr().err
     assert err.strip().startswith("interrupted (Ctrl-C).") and "Traceback" not in err
+
+
+def test_keep_lines_filters_in_place_and_drops_a_line_cut_off_mid_write(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n{"a": 5}\n{"a": ')
+    kept = callbacks.keep_lines(str(path), lambda index, line: index < 2 or b'"a": 4' in line)
+    assert kept == 3 and path.read_bytes() == b'{"a": 1}\n{"a": 2}\n{"a": 4}\n'
+    path.write_bytes(b'{"a": 1}\n{"a": 2')
+    assert callbacks.keep_lines(str(path), lambda index, line: True) == 1 and path.read_bytes() == b'{"a": 1}\n'
+
+
+def test_a_resumed_metrics_log_keeps_its_checkpoints_lines_and_later_evaluations_of_that_step():
+    """After the checkpoint's lines: a later batch's rows are dropped (they are logged again), the
+    end-of-training evaluation of the checkpoint's step is kept (nothing logs it again)."""
+    logger = callbacks.JSONLinesLogger()
+    state = SimpleNamespace(run_name="run", timestamp=SimpleNamespace(batch=5))
+    logger.load_state_dict({"run_name": "run", "lines": 2})
+    keep = logger._keep(state)
+    rows = [{"step": 4, "loss/train/total": 1.0}, {"step": 5, "metrics/eval/LanguageCrossEntropy": 2.0},
+            {"step": 5, "metrics/eval/MaskedAccuracy": 0.3}, {"step": 5, "loss/train/total": 0.9},
+            {"step": 6, "metrics/eval/MaskedAccuracy": 0.4}, {"step": 5, "time/train": 1.0}]
+    assert [keep(i, json.dumps(row).encode() + b"\n") for i, row in enumerate(rows)] == \
+        [True, True, True, False, False, False]
+    assert logger._keep(state)(9, b'{"step": 9}\n')  # the checkpoint's count is used once, by the first fit
+    other = callbacks.JSONLinesLogger()
+    other.load_state_dict({"run_name": "another run", "lines": 0})
+    assert other._keep(state)(9, b'{"step": 9}\n')  # another run's count says nothing about this file
+
+
+def test_a_finished_run_extended_with_autoresume_keeps_its_end_of_training_evaluation(tiny_mds, tmp_path):
+    folder = tmp_path / "ckpt"
+    for duration in ("5ba", "6ba"):  # evaluations at 2, 4 and, at the end of the first run, 5
+        trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(
+            tiny_mds, folder, max_duration=duration, eval_interval="2ba", save_interval="5ba")))
+        trainer.fit()
+        trainer.close()
+    metrics, samples = logged_story(folder)
+    losses = [step for step, key, _ in metrics if key == "loss/train/total"]
+    evaluations = sorted({step for step, key, _ in metrics if key.startswith("metrics/eval/")})
+    assert losses == [0, 1, 2, 3, 4, 5] and evaluations == [2, 4, 5, 6]
+    assert [row["batch"] for row in samples] == [1, 2, 3, 4, 5, 6]

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from composer.callbacks import CheckpointSaver
@@ -39,44 +39,59 @@ class RecipeMetadata(Callback):
         pass  # the running recipe's own metadata stays authoritative
 
 
-def keep_first_lines(path: str, keep: Optional[int]) -> int:
-    """Cut the file at ``path`` after its first ``keep`` lines (all of them when None; a shorter file is
-    left as it is). Returns how many lines it holds then."""
-    lines = 0
+def keep_lines(path: str, keep: Callable[[int, bytes], bool]) -> int:
+    """Keep the lines of the file at ``path`` for which ``keep(index, line)`` holds, in order; drop the rest,
+    and a last line without its newline (a write cut off mid-line). Lines up to the first dropped one are
+    not moved. Returns how many lines the file holds then."""
     with open(path, "rb+") as f:
-        while keep is None or lines < keep:
-            if not f.readline():
-                return lines
-            lines += 1
-        f.truncate(f.tell())
-    return lines
+        count = 0
+        while True:
+            start = f.tell()
+            line = f.readline()
+            if not line.endswith(b"\n") or not keep(count, line):
+                break
+            count += 1
+        rest = ([line] if line else []) + f.readlines()
+        kept = [text for index, text in enumerate(rest, count) if text.endswith(b"\n") and keep(index, text)]
+        f.seek(start)
+        f.truncate()
+        f.writelines(kept)
+    return count + len(kept)
+
+
+def _json_row(line: bytes) -> dict:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {}
+    return row if isinstance(row, dict) else {}
 
 
 class RunFile:
     """A file of one line per event that tells one continuous story across resumptions (mixed into the
     metrics logger and :class:`SampleLog`).
 
-    A run from batch 0 starts the file afresh. Lines are flushed before every checkpoint is saved, and the
-    checkpoint records how many lines the file then held; a run resumed from that checkpoint first cuts
-    the file back to them, so lines written after it (by batches that now run again, or lost in a
-    pre-emption) are neither repeated nor missing.
+    A run from batch 0 starts the file afresh. Its lines are on disk before every checkpoint is written
+    (``state_dict``, which Composer calls on every rank while saving, flushes and syncs the file). A run
+    resumed from a checkpoint first drops the lines its batches will write again (``_keep``: what was
+    written after the checkpoint, or what a pre-emption cut off mid-line), then continues the file: no
+    line twice, none missing.
     """
 
     _file = None
-    _run_name: Optional[str] = None
     _lines = 0  # lines in the file: those it held when opened, then one per write
-    _resume: Optional[dict] = None  # this file's part of the checkpoint the run resumed from
+
+    def _keep(self, state: State) -> Callable[[int, bytes], bool]:
+        """Which lines of an existing file a run resuming at ``state`` keeps: ``keep(index, line)``."""
+        raise NotImplementedError
 
     def _open(self, template: str, state: State, **fields) -> None:
-        self._run_name = state.run_name
         path = template.format(run_name=state.run_name, **fields)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if int(state.timestamp.batch) == 0 or not os.path.exists(path):
             self._file, self._lines = open(path, "w"), 0
             return
-        resume = self._resume or {}
-        keep = resume.get("lines") if resume.get("run_name") == state.run_name else None
-        self._lines = keep_first_lines(path, keep)
+        self._lines = keep_lines(path, self._keep(state))
         self._file = open(path, "a")
 
     def _write(self, line: str) -> None:
@@ -88,22 +103,14 @@ class RunFile:
             self._file.close()
             self._file = None
 
-    def _flush(self, state: State, logger: Logger) -> None:
+    def _sync(self) -> None:
         if self._file is not None:
             self._file.flush()
-
-    # Callbacks run before the checkpoint saver (Composer appends it last), so the lines are on disk
-    # before the checkpoint that counts them.
-    batch_checkpoint = epoch_checkpoint = iteration_checkpoint = _flush
+            os.fsync(self._file.fileno())
 
     def state_dict(self) -> dict[str, Any]:
-        if self._file is None:
-            return {}
-        self._file.flush()
-        return {"run_name": self._run_name, "lines": self._lines}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume = dict(state)
+        self._sync()
+        return {}
 
 
 class RestoreRNG(Callback):
@@ -200,12 +207,16 @@ class SampleLog(RunFile, Callback):
 
     For auditing data order: that ranks see disjoint samples, and that a resumed run (on the same or a
     different number of GPUs) continues with the samples an uninterrupted run would have seen.
-    ``path`` may contain ``{run_name}`` and ``{rank}``. Every rank writes one line per batch, so the line
-    count rank 0 puts in a checkpoint (:class:`RunFile`) holds for every rank's file.
+    ``path`` may contain ``{run_name}`` and ``{rank}``. A resumed run keeps the lines of the batches up to
+    the one it resumes at (:class:`RunFile`), whatever the number of ranks before.
     """
 
     def __init__(self, path: str = "runs/{run_name}/samples-rank{rank}.jsonl"):
         self.path_template = path
+
+    def _keep(self, state: State) -> Callable[[int, bytes], bool]:
+        resumed_at = int(state.timestamp.batch)  # batches after it run again
+        return lambda index, line: _json_row(line).get("batch", resumed_at + 1) <= resumed_at
 
     def fit_start(self, state: State, logger: Logger) -> None:
         self._open(self.path_template, state, rank=dist.get_global_rank())
@@ -233,16 +244,43 @@ class JSONLinesLogger(RunFile, LoggerDestination):
 
     ``path`` may contain ``{run_name}``. A run from batch 0 starts the file afresh; a resumed run
     continues it from the checkpoint it resumed (:class:`RunFile`), so the file holds one continuous
-    curve.
+    curve. The step of a row does not say whether it was logged before the checkpoint of that step or
+    after it (the next batch logs under the same step), so the checkpoint records how many lines the file
+    held; of the lines after them, a resumed run keeps only evaluations of the checkpoint's step or
+    earlier (the end-of-training evaluation, which it does not repeat).
     """
 
     def __init__(self, path: str = "runs/{run_name}/metrics.jsonl"):
         self.path_template = path
         self.path: Optional[str] = None
+        self._run_name: Optional[str] = None
+        self._resume: dict = {}  # this logger's part of the checkpoint the run resumed from
+
+    def state_dict(self) -> dict[str, Any]:
+        self._sync()
+        return {"run_name": self._run_name, "lines": self._lines} if self._file is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
+
+    def _keep(self, state: State) -> Callable[[int, bytes], bool]:
+        resume, self._resume = self._resume, {}  # used once: a later fit() continues its own file
+        if resume.get("run_name") != state.run_name or not isinstance(resume.get("lines"), int):
+            return lambda index, line: True  # no count for this file (another run's checkpoint): keep it all
+        lines, resumed_at = resume["lines"], int(state.timestamp.batch)
+
+        def keep(index: int, line: bytes) -> bool:
+            if index < lines:
+                return True
+            row = _json_row(line)
+            step = row.get("step")
+            return isinstance(step, int) and step <= resumed_at and any(k.startswith("metrics/eval/") for k in row)
+        return keep
 
     def fit_start(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0 or self._file is not None:
             return
+        self._run_name = state.run_name
         self._open(self.path_template, state)
         self.path = self._file.name
 
@@ -260,4 +298,5 @@ class JSONLinesLogger(RunFile, LoggerDestination):
     def close(self, state: State, logger: Logger) -> None:
         self._close()
 
-    fit_end = RunFile._flush
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self._sync()
