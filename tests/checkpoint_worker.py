@@ -11,7 +11,8 @@ import torch
 from mosaicbert.config import load_config
 from mosaicbert.training.trainer import build_pretraining_trainer
 
-from test_train import DEMO, tiny_overrides
+from test_interruptions import autoresume_overrides
+from test_train import DEMO
 
 real_save = torch.save
 
@@ -28,9 +29,7 @@ def save_then_die_halfway(obj, f, *args, **kwargs):
 
 def main(data: str, folder: str) -> None:
     torch.save = save_then_die_halfway
-    trainer = build_pretraining_trainer(load_config(DEMO, tiny_overrides(
-        data, folder, run_name="preempted", autoresume="true", save_overwrite="false",
-        **{"callbacks.sample_log.path": f"{folder}-samples.jsonl"})))  # as test_interruptions' runs
+    trainer = build_pretraining_trainer(load_config(DEMO, autoresume_overrides(data, folder)))
     trainer.fit()
 
 
