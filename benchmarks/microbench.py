@@ -289,14 +289,11 @@ def sdpa_case(name: str, rows: list[int], heads: int = 12, head_dim: int = 64):
     qkv, grad, slopes, u = row_batch(rows, heads, head_dim)
     inputs = model_attention_inputs("sdpa", u, slopes, heads, head_dim)
     backend = None
-    if name == "sdpa, the model's attention()":
-        def attend(qkv):
-            return attention(qkv, inputs, 0.0)
-    elif name.startswith("sdpa_packed"):  # the plan is made here, outside the timed steps, as on the host
-        packed_inputs = model_attention_inputs("sdpa_packed", u, slopes, heads, head_dim)
+    if "the model's attention()" in name:  # sdpa_packed's plan is made here, outside the timed steps
+        model_inputs = model_attention_inputs(name.split(",")[0], u, slopes, heads, head_dim)
 
         def attend(qkv):
-            return attention(qkv, packed_inputs, 0.0)
+            return attention(qkv, model_inputs, 0.0)
     elif "backend forced" in name:
         backend = SDPBackend.EFFICIENT_ATTENTION if "efficient" in name else SDPBackend.CUDNN_ATTENTION
 
