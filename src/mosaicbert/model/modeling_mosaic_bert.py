@@ -210,7 +210,7 @@ def pack_rows(lengths: list[int], seqlen: int) -> tuple[list[int], int]:
     to a row where they fit: the longest sequence left opens a row, which the shortest ones left then fill
     while they fit. Returns where each sequence starts in the flattened ``[rows * seqlen]`` layout, and the
     number of rows. One pass after a sort, on the host (the collator's ``row_lengths``); on lengths
-    uniform in [S/4, S] it needs about 0.68 rows per sequence, as many as first-fit decreasing."""
+    uniform in [S/4, S] it needs about 0.7 rows per sequence (docs/performance.md gives the command)."""
     order = sorted(range(len(lengths)), key=lambda b: -lengths[b])
     starts = [0] * len(lengths)
     first, last, rows = 0, len(order) - 1, 0
