@@ -314,16 +314,15 @@ def test_pack_rows_places_every_sequence_whole_in_one_row_without_overlap(seqlen
 def packed_layout(lengths, seqlen, left=False):
     pos = torch.arange(seqlen)[None, :]
     n = torch.tensor(lengths)[:, None]
-    mask = ((pos >= seqlen - n) if left else (pos < n)).long()
-    u = Unpadded.from_mask(mask)
+    u = Unpadded.from_mask(((pos >= seqlen - n) if left else (pos < n)).long())
     starts, rows = pack_rows(lengths, seqlen)
-    return mask, u, u.packed(torch.tensor(starts), rows), starts
+    return u, u.packed(torch.tensor(starts), rows), starts
 
 
 @pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
 def test_packed_rows_hold_each_sequence_contiguously_and_pad_is_unpads_adjoint(left):
     lengths = [5, 0, 3, 8, 2, 4]
-    mask, u, p, starts = packed_layout(lengths, 8, left)
+    u, p, starts = packed_layout(lengths, 8, left)
     assert p.batch == 3 and p.seqlen == 8 and p.num_tokens == u.num_tokens
     t = torch.randn(u.num_tokens, 3, dtype=torch.float64, requires_grad=True)
     flat = p.pad(t).flatten(0, 1)
@@ -339,7 +338,7 @@ def test_packed_rows_hold_each_sequence_contiguously_and_pad_is_unpads_adjoint(l
 
 def test_sdpa_bias_of_packed_rows_is_alibi_within_each_sequence_only():
     slopes = torch.tensor(alibi_slopes(6))
-    _, _, p, _ = packed_layout([5, 0, 3, 8, 2, 4], 8)
+    _, p, _ = packed_layout([5, 0, 3, 8, 2, 4], 8)
     bias = sdpa_bias(p, slopes, torch.float32)
     assert bias.shape == (3, 6, 8, 8)
     low = torch.finfo(torch.float32).min
