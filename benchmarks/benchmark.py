@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mosaicbert.errors import describe
-from mosaicbert.training.step_profile import gpu_timeline, kernel_times, profiler_trace, trace_device_events
+from mosaicbert.training.step_profile import kernel_times, profiler_trace, summarize_trace, trace_device_events
 from mosaicbert.training.trainer import torch_compile_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,23 +271,24 @@ def profile(step, batches, args):
     print(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90), flush=True)
     if args.device == "cuda":
         print("\nkernel time per step, grouped (all kernels):")
-        events = trace_device_events(profiler_trace(prof))
-        for label, ms in group_kernel_times(kernel_times(events), steps=PROFILE_STEPS).items():
+        trace = profiler_trace(prof)
+        kernels = kernel_times(trace_device_events(trace))
+        for label, ms in group_kernel_times(kernels, steps=PROFILE_STEPS).items():
             print(f"  {label:<42} {ms:7.2f} ms", flush=True)
-        print(gpu_busy_line(events, steps=PROFILE_STEPS), flush=True)
+        print(gpu_busy_line(trace, steps=PROFILE_STEPS), flush=True)
 
 
-def gpu_busy_line(events, steps: int) -> str:
-    """Per step: the span from the first GPU operation to the end of the last, the time the GPU was busy
-    in it, and the idle rest (gaps under 0.1 ms, where kernels are launched no faster than they run, and
-    longer stalls). The steps run back to back, so idle time is what launching and syncing cost the step:
-    what CUDA graphs or fewer launches could win back at most."""
-    t = {key: value / 1e3 / steps for key, value in gpu_timeline(events).items()}
-    idle = t["span_us"] - t["busy_us"]
-    share = idle / t["span_us"] if t["span_us"] else 0.0
-    return (f"GPU per step: span {t['span_us']:.2f} ms, busy {t['busy_us']:.2f} ms, idle {idle:.2f} ms ({share:.1%}; "
-            f"gaps < 0.1 ms {t['short_gaps_us']:.2f}, longer {t['long_gaps_us']:.2f}), "
-            f"{len(events) / steps:,.0f} GPU operations")
+def gpu_busy_line(trace, steps: int) -> str:
+    """Per step of a profiler trace (``step_profile.summarize_trace`` without a host clock): the span from
+    the first GPU operation to the end of the last, the time the GPU was busy in it, and the idle rest
+    (gaps under 0.1 ms, where kernels are launched no faster than they run, and longer stalls). The steps
+    run back to back, so idle time is what launching and syncing cost the step: what CUDA graphs or fewer
+    launches could win back at most."""
+    t = summarize_trace(trace, None, steps, top=0)
+    share = t["idle_ms"] / t["wall_ms"] if t["wall_ms"] else 0.0
+    return (f"GPU per step: span {t['wall_ms']:.2f} ms, busy {t['kernel_ms']:.2f} ms, idle {t['idle_ms']:.2f} ms "
+            f"({share:.1%}; gaps < 0.1 ms {t['idle_short_gaps_ms']:.2f}, longer {t['idle_stalls_ms']:.2f}), "
+            f"{t['gpu_ops']:,.0f} GPU operations")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def test_a_variant_compiles_with_its_recipes_compile_config():
 def test_the_gpu_busy_line_sets_busy_time_against_the_span_per_step():
     events = [  # (name, start us, end us) over 2 steps: an overlap counts once, gaps split at 0.1 ms
         ("gemm", 0.0, 1000.0), ("copy", 500.0, 1200.0), ("gelu", 1260.0, 1500.0), ("gemm", 2500.0, 4000.0)]
-    line = benchmark.gpu_busy_line(events, steps=2)
+    trace = [{"cat": "kernel", "name": name, "ts": start, "dur": end - start} for name, start, end in events]
+    line = benchmark.gpu_busy_line(trace, steps=2)
     assert line == ("GPU per step: span 2.00 ms, busy 1.47 ms, idle 0.53 ms (26.5%; gaps < 0.1 ms 0.03, "
                     "longer 0.50), 2 GPU operations")
