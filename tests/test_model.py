@@ -29,6 +29,17 @@ from mosaicbert.model.modeling_mosaic_bert import (
 BACKENDS = ["sdpa", "sdpa_packed"] + (["flex"] if flex_attention is not None else [])
 
 
+def flex_trains_on_cpu() -> bool:
+    """torch 2.7 runs FlexAttention's backward on CPU; newer torch (2.11) refuses CPU inputs that need
+    gradients, so there flex is tested on CPU for its outputs only (on a GPU in full)."""
+    q = torch.zeros(1, 1, 16, 16, requires_grad=True)
+    try:
+        flex_attention(q, q, q)
+    except NotImplementedError:
+        return False
+    return True
+
+
 def tiny_config(**overrides) -> MosaicBertConfig:
     values = dict(vocab_size=96, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
                   intermediate_size=80, hidden_dropout_prob=0.0, attention_backend="sdpa")
@@ -234,13 +245,18 @@ def check_outputs_and_gradients(backend, layout, bf16, device="cpu", compiled=Fa
 
     model.to(device)
     run = torch.compile(model) if compiled else model
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+    gradients = not (backend == "flex" and device == "cpu" and not flex_trains_on_cpu())
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(gradients):
         out = run(ids.to(device), mask.to(device), types.to(device), num_tokens=int(mask.sum()),
                   max_seqlen=int(mask.sum(1).max())).last_hidden_state
-    (out.float() * (weights * mask[..., None]).to(device)).sum().backward()
+    if gradients:
+        (out.float() * (weights * mask[..., None]).to(device)).sum().backward()
     out = out.cpu()
     assert relative_error(out, refs, mask) < (2e-2 if bf16 else 1e-5)
     assert torch.all(out[~mask.bool()] == 0)
+    if not gradients:
+        pytest.skip(f"torch {torch.__version__} has no FlexAttention backward on CPU: outputs checked, "
+                    "gradients only on a GPU")
     for name, p in model.named_parameters():
         got, want = p.grad.cpu().double(), params[name].grad
         assert torch.isfinite(got).all(), name
@@ -724,9 +740,10 @@ def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch, hash_call
     torch._dynamo.reset()
     # A partitioner allowed to recompute random ops would redraw the seed in backward: use F.dropout.
     hash_calls.clear()  # the compiled calls above used the hash
-    monkeypatch.setattr(torch._functorch.config, "aggressive_recomputation", True)
-    out = torch.compile(mb.MosaicBertDropout(0.25).train())(x)
-    out.sum().backward()
+    # torch's own patch: a monkeypatch's undo hides the option for good in recent torch (2.11).
+    with torch._functorch.config.patch(aggressive_recomputation=True):
+        out = torch.compile(mb.MosaicBertDropout(0.25).train())(x)
+        out.sum().backward()
     assert hash_calls == []
     torch.testing.assert_close(x.grad, (out != 0).double() / 0.75)
     torch._dynamo.reset()

@@ -31,6 +31,7 @@ from s3_server import SlowProxy, start_s3_server
 from test_train import DEMO, REPO, assert_refused, run_main, tiny_overrides
 
 from mosaicbert.config import load_config
+from mosaicbert.errors import RecipeError
 from mosaicbert.training.trainer import build_pretraining_trainer
 
 WORKER = os.path.join(REPO, "tests", "pretrain_worker.py")
@@ -416,6 +417,7 @@ def wandb_history(run_file: str) -> list[dict]:
 
 
 def test_wandb_offline_run_holds_train_loss_and_eval_metrics(tiny_mds, tmp_path):
+    pytest.importorskip("wandb")  # in requirements.txt; a machine without it gets the error below
     env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), run_name="wandb-offline", max_duration="4ba",
                           eval_interval="2ba", **{"loggers.wandb": "{project: mosaicbert-test}"})
@@ -432,13 +434,20 @@ def test_wandb_offline_run_holds_train_loss_and_eval_metrics(tiny_mds, tmp_path)
     assert train == [jsonl[step][TRAIN_LOSS] for step in range(4)], "wandb and the jsonl log agree"
 
 
+def test_a_wandb_logger_without_wandb_installed_is_a_clear_error(tiny_mds, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what importing finds where wandb is not installed
+    args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), **{"loggers.wandb": "{project: mosaicbert-test}"})
+    with pytest.raises(RecipeError, match="the wandb package is not installed here. Install it"):
+        build_pretraining_trainer(load_config(DEMO, args))
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_a_cache_folder_registered_by_another_streaming_dataset_is_a_clear_error(
         s3_env, tiny_mds, tmp_path, tokenizer, fresh_shared_memory):
     """What a restart on the same machine meets when the killed run's shared memory was left behind (its
     whole process group killed, Python's resource tracker included): streaming's registration of the cache
     folder. A live registration looks the same to streaming, so the test holds one open."""
     from mosaicbert.data.text_dataset import build_text_dataloader
-    from mosaicbert.errors import RecipeError
 
     bucket = new_bucket(s3_env)
     s3_env.upload_folder(os.path.join(tiny_mds, "val_small"), bucket, "corpus/val_small")
@@ -479,7 +488,6 @@ class TimingOutStore:
 def test_a_read_timeout_is_the_stores_problem_not_an_older_checkpoint():
     """A timeout while checking the newest checkpoint used to count as 'not a complete checkpoint', so
     autoresume resumed from an older one (and, overwriting, later replaced the newer objects)."""
-    from mosaicbert.errors import RecipeError
     from mosaicbert.object_store import latest_checkpoint
 
     store = TimingOutStore("run/ep0-ba200-rank0.pt", "run/ep0-ba100-rank0.pt")

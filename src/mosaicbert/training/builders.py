@@ -3,6 +3,7 @@ optimizers, learning-rate schedules, Composer algorithms, callbacks and loggers.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Optional
 
@@ -82,6 +83,9 @@ def check_schedule_times(kwargs: dict, where: str = "scheduler") -> None:
 # ----------------------------------------------------------------------------------------------
 def build_wandb_logger(project: Optional[str] = None, entity: Optional[str] = None, group: Optional[str] = None,
                        name: Optional[str] = None, tags: Optional[list[str]] = None, log_artifacts: bool = False):
+    if importlib.util.find_spec("wandb") is None:  # Composer's own error comes as a traceback
+        raise RecipeError("loggers.wandb is set, but the wandb package is not installed here. Install it "
+                          "(pip install wandb==0.22.3, the version requirements.txt pins) or remove loggers.wandb.")
     return WandBLogger(project=project, entity=entity, group=group, name=name, tags=tags,
                        log_artifacts=log_artifacts)
 
