@@ -8,6 +8,7 @@ the tests need no pretraining run; the tasks are TSV files written to tmp dirs.
 import json
 import os
 import random
+import time
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from mosaicbert.families import FAMILIES, make_config
 from mosaicbert.finetune.config import FinetuneConfig, check_task_configs, task_plans
 from mosaicbert.finetune.encoder import Encoder, build_classifier, classifier_config, read_encoder
 from mosaicbert.finetune.jobs import Job, plan_jobs
-from mosaicbert.finetune.results import markdown, summarize
+from mosaicbert.finetune.results import keep_earlier_results, markdown, summarize
 from mosaicbert.finetune.runner import prepare, run_finetuning
 from mosaicbert.finetune.scheduler import run_jobs, slots_for
 from mosaicbert.finetune.tasks import GLUE_TASKS, get_task
@@ -131,6 +132,32 @@ def test_finetuning_beats_the_majority_baseline(tmp_path, mlm_checkpoints):
     assert len(weights.model_config["id2label"]) == 2
     assert weights.model_config["architectures"] == ["MosaicBertForSequenceClassification"]
     assert weights.state_dict["classifier.weight"].shape == (2, 32)
+
+
+def test_a_new_run_keeps_the_earlier_results_under_their_time(tmp_path, mlm_checkpoints):
+    """A second run in the same results_dir (e.g. a few tasks again with run_tasks) does not replace the
+    earlier table: results.json and .md are renamed results-<their time> first, never over another kept pair."""
+    results = tmp_path / "results"
+    results.mkdir()
+    when = time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1))
+    for ext, text in ((".json", '{"earlier": 1}\n'), (".md", "earlier table\n")):
+        (results / f"results{ext}").write_text(text)
+        os.utime(results / f"results{ext}", (when, when))
+    task = keyword_task(tmp_path / "keyword", n_train=32, n_dev=16)
+    run_finetuning(recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0],
+                          custom_tasks=[dict(task, batch_size=16, max_duration="1ep")]))
+    assert json.loads((results / "results-20260102-030405.json").read_text()) == {"earlier": 1}
+    assert (results / "results-20260102-030405.md").read_text() == "earlier table\n"
+    assert "keyword" in json.loads((results / "results.json").read_text())["tasks"]
+
+    # Another earlier pair with the same time goes beside the first, not over it.
+    (results / "results.json").write_text('{"earlier": 2}\n')
+    os.utime(results / "results.json", (when, when))
+    kept = keep_earlier_results(str(results))
+    assert kept == str(results / "results-20260102-030405-2.json")
+    assert json.loads(open(kept).read()) == {"earlier": 2} and not (results / "results.md").exists()
+    assert json.loads((results / "results-20260102-030405.json").read_text()) == {"earlier": 1}
+    assert keep_earlier_results(str(results)) is None  # nothing left to keep
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,9 +59,11 @@ class TrainerConfig:
     eval_subset_num_batches: int = dataclasses.field(default=-1, metadata=help_text(
         "Evaluate on at most this many batches (-1: the whole eval set).", minimum=1, also=(-1,)))
     global_train_batch_size: int = dataclasses.field(default=256, metadata=help_text(
-        "Samples per optimizer step over all GPUs; must divide by world size x microbatch.", minimum=1))
+        "Samples per optimizer step over all GPUs; each device's equal share is split into microbatches.",
+        minimum=1))
     device_train_microbatch_size: Union[int, Literal["auto"]] = dataclasses.field(default="auto", metadata=help_text(
-        "Samples per forward/backward on one device; 'auto' lets Composer find the largest that fits (GPU).",
+        "Samples per forward/backward on one device, at most (a smaller share of the batch is one microbatch); "
+        "'auto' lets Composer find the largest that fits (GPU).",
         minimum=1))
     device_eval_batch_size: int = dataclasses.field(default=64, metadata=help_text("Eval samples per device.",
                                                                                    minimum=1))
@@ -100,7 +102,7 @@ class TrainerConfig:
     dist_timeout: float = dataclasses.field(default=600.0, metadata=help_text(
         "Seconds to wait for other ranks (multi-node start-up).", minimum=1.0))
     python_log_level: Optional[str] = dataclasses.field(default="info", metadata=help_text(
-        "Log level of the composer and mosaicbert loggers."))
+        "Log level of the composer, mosaicbert and streaming loggers."))
 
 
 @dataclasses.dataclass(kw_only=True)

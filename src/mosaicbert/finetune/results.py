@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -93,3 +94,22 @@ def write_results(results_dir: str, record: Mapping[str, Any], table: str) -> tu
             f.write(text)
         os.replace(tmp, path)
     return paths
+
+
+def keep_earlier_results(results_dir: str) -> Optional[str]:
+    """Rename an earlier run's ``results.json`` / ``results.md`` in ``results_dir`` to
+    ``results-<its time>.json`` / ``.md``, so a new run (e.g. of a few tasks with run_tasks) does not replace
+    the earlier table. Returns the new name of the JSON file, or None when there was none."""
+    json_path = os.path.join(results_dir, "results.json")
+    if not os.path.exists(json_path):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(json_path)))
+    stem, n = os.path.join(results_dir, f"results-{stamp}"), 1
+    while os.path.exists(stem + ".json") or os.path.exists(stem + ".md"):
+        n += 1
+        stem = os.path.join(results_dir, f"results-{stamp}-{n}")
+    for ext in (".md", ".json"):  # the JSON last: it is what marks earlier results as present
+        old = os.path.join(results_dir, "results" + ext)
+        if os.path.exists(old):
+            os.replace(old, stem + ext)
+    return stem + ".json"

@@ -19,7 +19,8 @@ The flow, in the order that fails fastest on a bad recipe:
 4. After every job, ``<results_dir>/results.json`` and ``results.md`` are rewritten: per-task means and
    standard deviations over seeds, per-task GLUE scores and the GLUE average
    (:func:`mosaicbert.finetune.metrics.glue_score`). A failed job is reported and left out; the run goes on
-   with the others (except those that start from it).
+   with the others (except those that start from it). An earlier run's results in the same folder are
+   first renamed ``results-<their time>.json`` / ``.md`` (:func:`~mosaicbert.finetune.results.keep_earlier_results`).
 
 The package, one job per module: ``config`` (the recipe schema and task plans), ``tasks`` (what each
 task is), ``tsv`` (reading its rows), ``data`` (tokenized datasets), ``encoder`` (the pretrained
@@ -51,7 +52,7 @@ from .config import (
 )
 from .encoder import classifier_config, read_encoder
 from .jobs import Context, plan_jobs
-from .results import markdown, summarize, write_results
+from .results import keep_earlier_results, markdown, summarize, write_results
 from .scheduler import gpu_slots, run_jobs
 from .tsv import load_hub_split, load_task_splits, task_folder
 
@@ -109,6 +110,9 @@ def run_finetuning(cfg: FinetuneConfig) -> dict[str, Any]:
     prepared = prepare(cfg)
     cfg, plans, ctx, results_dir = prepared.cfg, prepared.plans, prepared.context, prepared.results_dir
     os.makedirs(results_dir, exist_ok=True)
+    kept = keep_earlier_results(results_dir)
+    if kept:
+        print(f"The earlier results in {results_dir} are kept as {os.path.basename(kept)} (and .md).", flush=True)
     needs_parent = any(plan.run and plan.init_from and plans[plan.init_from].run for plan in plans.values())
     scratch = None
     if cfg.save_folder is not None:
