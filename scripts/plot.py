@@ -7,9 +7,12 @@
 
 import argparse
 import json
+import os
+import sys
 
 from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput, plot_time_to_quality
 from mosaicbert.analysis.time_to_quality import retrained_name
+from mosaicbert.errors import RecipeError, report_errors
 
 
 def plot_sweep(summary_path: str, out: str) -> None:
@@ -20,7 +23,7 @@ def plot_sweep(summary_path: str, out: str) -> None:
         record = json.load(f)
     curves, best = record["curves"], record["best"]
     if not best:
-        raise SystemExit(f"{summary_path}: its sweep has not finished (no best run yet; 'unfinished' lists the runs "
+        raise RecipeError(f"{summary_path}: its sweep has not finished (no best run yet; 'unfinished' lists the runs "
                          "still to train), so there is no sweep to plot.")
     bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
@@ -32,21 +35,29 @@ def plot_sweep(summary_path: str, out: str) -> None:
                          title="Time-to-quality sweep: eval loss against training time", dashed=again)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["metrics", "benchmark", "sweep"])
     parser.add_argument("inputs", nargs="+", help="metrics .jsonl files, benchmark .json files (later ones win), or "
                                                   "one time_to_quality.py summary")
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args()
-    if args.kind == "metrics":
-        plot_metrics(args.inputs, args.out)
-    elif args.kind == "sweep":
-        plot_sweep(args.inputs[0], args.out)
-    else:
-        plot_throughput(latest_results(args.inputs), args.out)
-    print(f"wrote {args.out}")
+
+    def run() -> None:
+        missing = [path for path in args.inputs if not os.path.isfile(path)]
+        if missing:
+            raise RecipeError(f"No such file: {', '.join(missing)}. Give the {args.kind} file(s) to plot "
+                              "(see the usage at the top of scripts/plot.py).")
+        if args.kind == "metrics":
+            plot_metrics(args.inputs, args.out)
+        elif args.kind == "sweep":
+            plot_sweep(args.inputs[0], args.out)
+        else:
+            plot_throughput(latest_results(args.inputs), args.out)
+        print(f"wrote {args.out}")
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

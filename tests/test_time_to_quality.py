@@ -324,7 +324,13 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
     plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
                               str(tmp_path / "new.json"), "--out", str(tmp_path / "sweep.png")],
                              capture_output=True, text=True, timeout=120)
-    assert plotted.returncode == 1 and "has not finished" in plotted.stderr and not (tmp_path / "sweep.png").exists()
+    assert plotted.returncode == 2 and "has not finished" in plotted.stderr and not (tmp_path / "sweep.png").exists()
+    assert "Traceback" not in plotted.stderr
+    missing = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
+                              str(tmp_path / "no.json"), "--out", str(tmp_path / "sweep.png")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and f"No such file: {tmp_path / 'no.json'}" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, monkeypatch):
