@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import traceback
 
@@ -487,6 +488,7 @@ def main(argv=None) -> None:
         ms = "failed" if r["ms"] is None else f"{r['ms']:.3f}"
         print(f"| {r['group']} | {r['case']} | {ms} |")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name(), "tokens": args.tokens,
                        "rows": args.rows, "seq": args.seq, "steps": args.steps, "results": results}, f, indent=1)
