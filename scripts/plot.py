@@ -23,8 +23,8 @@ def plot_sweep(summary_path: str, out: str) -> None:
         record = json.load(f)
     curves, best = record["curves"], record["best"]
     if not best:
-        raise RecipeError(f"{summary_path}: its sweep has not finished (no best run yet; 'unfinished' lists the runs "
-                         "still to train), so there is no sweep to plot.")
+        raise RecipeError(f"{summary_path}: its sweep has not finished (no best run yet; 'unfinished' lists the "
+                          "runs still to train), so there is no sweep to plot.")
     bold = {f"{name} (best of {model})": curves[name] for model, name in best.items()}
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
     again = {f"{retrained_name(name)} (the same setting trained again)": curves[retrained_name(name)]

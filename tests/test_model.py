@@ -720,7 +720,7 @@ def test_compiled_dropout_uses_the_hash_and_backward_applies_the_same_mask(hash_
     torch._dynamo.reset()
 
 
-def test_compiled_dropout_edge_cases_keep_gradients_right(monkeypatch, hash_calls):
+def test_compiled_dropout_edge_cases_keep_gradients_right(hash_calls):
     from mosaicbert.model import modeling_mosaic_bert as mb
 
     torch._dynamo.reset()
