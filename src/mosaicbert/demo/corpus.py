@@ -26,7 +26,9 @@ import json
 import logging
 import os
 import re
+import signal
 import string
+import sys
 import sysconfig
 import textwrap
 import time
@@ -387,6 +389,15 @@ class DemoCorpusSummary:
                 f"{self.seconds:.1f} s.")
 
 
+def _default_signals() -> None:
+    """In a reading worker: SIGTERM ends it, and Ctrl-C is left to the parent. A forked worker inherits the
+    parent's handlers, and Composer (imported by anything that trains) installs one that turns SIGTERM into
+    sys.exit; a worker that gets it while waiting on the pool's task queue can stay there, and the pool's
+    terminate() then waits for it forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def collect_documents(roots: Sequence[Path], max_chars: int, workers: int = 0,
                       progress: bool = False) -> tuple[list[dict[str, str]], int, int]:
     """Deduplicated prose documents (one per file) until ``max_chars`` characters.
@@ -401,7 +412,9 @@ def collect_documents(roots: Sequence[Path], max_chars: int, workers: int = 0,
     total = files_read = duplicates = 0
     workers = workers or min(os.cpu_count() or 1, 8)
     batch = 64 * workers  # files handed out per step; one partly used batch is wasted at the end
-    pool = get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers) if workers > 1 else None
+    pool = None
+    if workers > 1:
+        pool = get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, initializer=_default_signals)
     bar = tqdm(total=max_chars, unit=" chars", unit_scale=True, desc="demo corpus", disable=not progress)
     try:
         for start in range(0, len(order), batch):
@@ -429,7 +442,12 @@ def collect_documents(roots: Sequence[Path], max_chars: int, workers: int = 0,
     finally:
         bar.close()
         if pool:
-            pool.terminate()
+            # Normally the workers are idle here and close() lets each exit on its own; after an error or
+            # Ctrl-C, terminate() stops them (SIGTERM, which _default_signals keeps fatal in them).
+            if sys.exc_info()[0] is None:
+                pool.close()
+            else:
+                pool.terminate()
             pool.join()
 
 
