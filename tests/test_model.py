@@ -1,6 +1,7 @@
 """MosaicBERT numerics: every attention backend against an independent float64 reference."""
 
 import copy
+import functools
 import math
 import os
 import subprocess
@@ -29,6 +30,7 @@ from mosaicbert.model.modeling_mosaic_bert import (
 BACKENDS = ["sdpa", "sdpa_packed"] + (["flex"] if flex_attention is not None else [])
 
 
+@functools.cache
 def flex_trains_on_cpu() -> bool:
     """torch 2.7 runs FlexAttention's backward on CPU; newer torch (2.11) refuses CPU inputs that need
     gradients, so there flex is tested on CPU for its outputs only (on a GPU in full)."""
