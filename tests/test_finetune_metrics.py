@@ -146,6 +146,27 @@ def test_torchmetrics_multiclass_and_regression():
     assert float(stsb["spearman"].compute()) == pytest.approx(7 / math.sqrt(90), abs=1e-6)
 
 
+@pytest.mark.parametrize("task_name, outputs, labels", [
+    ("stsb", [[1.0], [1.0], [1.0], [1.0]], [0.1, 0.5, 0.9, 0.2]),  # a regressor that collapsed to one value
+    ("stsb", [[0.3], [0.1], [0.7], [0.2]], [2.0, 2.0, 2.0, 2.0]),  # constant targets
+    ("cola", [[1.0, 0.0]] * 4, [0, 1, 0, 1]),  # one predicted class
+    ("mrpc", [[1.0, 0.0]] * 4, [0, 0, 0, 0]),  # no positive prediction or label
+])
+def test_torchmetrics_degenerate_cases_are_zero_not_nan(task_name, outputs, labels):
+    """The reported metrics, not just the reference: an undefined correlation or F1 is 0.0, so one collapsed
+    model cannot make a task's mean or the GLUE average NaN."""
+    task = GLUE_TASKS[task_name]
+    metrics = build_torchmetrics(task)
+    for metric in metrics.values():
+        metric.update(torch.tensor(outputs), torch.tensor(labels))
+    values = {name: float(metric.compute()) for name, metric in metrics.items()}
+    expected = compute_metrics(task, np.array(outputs), np.array(labels))
+    assert values == pytest.approx(expected, abs=1e-6)
+    for name in ("pearson", "spearman", "matthews", "f1"):
+        if name in values:
+            assert values[name] == 0.0, (name, values)
+
+
 FULL_RESULTS = {
     "mnli": {"accuracy_matched": 0.84, "accuracy_mismatched": 0.85},  # -> 0.845
     "qnli": {"accuracy": 0.91},  # -> 0.91

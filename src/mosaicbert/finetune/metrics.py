@@ -59,10 +59,18 @@ class ArgmaxBinaryF1Score(BinaryF1Score):
 
 
 class _RegressionInputs:
-    """Flattens (N, 1) outputs to (N,) and casts to float: correlation metrics want 1-D float inputs."""
+    """Flattens (N, 1) outputs to (N,) and casts to float: correlation metrics want 1-D float inputs.
+
+    A correlation with a constant side is undefined; torchmetrics' Pearson returns NaN for it (a regressor
+    that collapsed to one value), which would turn the STS-B mean and the GLUE average into NaN. It counts
+    as 0.0 here, as Matthews correlation does for one predicted class.
+    """
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         super().update(preds.reshape(-1).float(), target.reshape(-1).float())  # type: ignore[misc]
+
+    def compute(self) -> torch.Tensor:
+        return torch.nan_to_num(super().compute(), nan=0.0)  # type: ignore[misc]
 
 
 class FlatPearsonCorrCoef(_RegressionInputs, PearsonCorrCoef):
