@@ -341,7 +341,8 @@ def run_entry_point(which: str, args: list[str], cwd) -> tuple[int, str, float]:
     return status, err.getvalue(), time.monotonic() - start
 
 
-@pytest.mark.parametrize("case", ["credentials", "bucket", "endpoint", "no_checkpoint", "corrupted", "no_data"])
+@pytest.mark.parametrize("case", ["credentials", "bucket", "endpoint", "no_checkpoint", "corrupted", "no_data",
+                                  "earlier_run"])
 def test_bad_stores_and_objects_fail_fast_with_one_paragraph(case, s3_env, tiny_mds, tmp_path, monkeypatch,
                                                              silent_endpoint):
     s3 = s3_env
@@ -369,6 +370,10 @@ def test_bad_stores_and_objects_fail_fast_with_one_paragraph(case, s3_env, tiny_
     elif case == "corrupted":
         args = [DEMO, *pretrain, f"load_path=s3://{bucket}/bad/ep0-ba4-rank0.pt"]
         message = "is not a complete PyTorch checkpoint"
+    elif case == "earlier_run":  # a second run into a folder that holds checkpoints, without autoresume
+        args = [DEMO, *tiny_overrides(tiny_mds, f"s3://{bucket}/bad", **{"loggers.jsonl.path": str(work / "m.jsonl")}),
+                "save_overwrite=false"]
+        message = f"save_folder 's3://{bucket}/bad' already holds 1 checkpoint(s) of an earlier run (ep0-ba4-rank0.pt)"
     else:
         args = [DEMO, *pretrain, f"train_loader.remote=s3://{bucket}/corpus"]
         message = f"no MDS index at 's3://{bucket}/corpus/train/index.json'"

@@ -221,6 +221,24 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
     return None
 
 
+def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
+    """A RecipeError when ``folder_uri`` already holds checkpoint objects: a new run (no autoresume, no
+    save_overwrite) would save under the same names, and Composer finds that out only at its first upload,
+    one save_interval into training (for a local folder it checks before the first batch)."""
+    bucket, prefix = split_s3(folder_uri)
+    s3 = s3 or client()
+    try:
+        found = _checkpoints_in(s3, bucket, prefix)
+    except Exception as err:
+        raise explain(err, folder_uri, "save_folder") from None
+    if found:
+        names = ", ".join(key.rsplit("/", 1)[-1] for _, _, key, _ in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise RecipeError(f"save_folder {folder_uri!r} already holds {len(found)} checkpoint(s) of an earlier run "
+                          f"({names}); this run would save under the same names and stop at its first upload "
+                          f"(save_interval {save_interval}). Continue that run with autoresume=true, start a new one "
+                          "under another run_name or save_folder, or replace them with save_overwrite=true.")
+
+
 def _head(s3, bucket: str, key: str) -> Optional[int]:
     """The object's size, or None when there is no such object."""
     try:
@@ -345,6 +363,8 @@ def pretraining_store_kwargs(cfg) -> dict:
                 kwargs.update(load_path=found, load_weights_only=False)
                 return kwargs
             log.info("Autoresume: no checkpoint in %s yet; starting from the beginning.", folder)
+        elif not cfg.save_overwrite:
+            refuse_earlier_checkpoints(folder, cfg.save_interval, s3)
     if is_s3(cfg.load_path):
         kwargs["load_path"] = resolve_checkpoint(cfg.load_path, "load_path")
     return kwargs
