@@ -192,7 +192,7 @@ def test_a_bad_line_late_in_a_file_leaves_no_output_folder(tmp_path):
         convert_text([tmp_path / "docs.jsonl"], tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     (tmp_path / "kept").mkdir()  # a folder that was there before stays
-    with pytest.raises(RecipeError):
+    with pytest.raises(RecipeError, match=r"docs\.jsonl:3001 is not a JSON object"):
         convert_text([tmp_path / "docs.jsonl"], tmp_path / "kept", progress=False)
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 

@@ -161,6 +161,13 @@ def test_builds_clean_deduplicated_prose(tmp_path):
 
 def test_short_documents_are_dropped_and_budget_respected(tmp_path):
     site = make_site_packages(tmp_path / "site-packages")
+    short = "A short note about the garden, kept in a file of its own, is read but too short to keep."
+    assert 80 < len(short) < 200  # prose that passes every other filter, below the 200-character minimum
+    (site / "delta").mkdir()
+    (site / "delta" / "README.md").write_text(short + "\n")
+    full = build(site, tmp_path / "all")
+    assert "delta/README.md" not in {d["source"] for d in read_corpus(tmp_path / "all")}
+    assert full.documents == len(read_corpus(tmp_path / "all")) == 5  # the five long files of the fixture
     summary = build(site, tmp_path / "demo", max_chars=1)  # stops after the first kept document
     assert summary.documents == 1
     docs = read_corpus(tmp_path / "demo")

@@ -219,5 +219,5 @@ def test_mean_over_seeds_and_glue_score_of_means():
     assert glue_score({"mrpc": summary})["tasks"]["mrpc"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="run 1 reports"):
         mean_over_seeds([{"accuracy": 0.8}, {"f1": 0.8}])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one run"):
         mean_over_seeds([])

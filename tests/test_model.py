@@ -483,8 +483,15 @@ def test_sequence_classification_and_regression():
     torch.manual_seed(9)
     ids, mask, types = random_batch(batch=4, seqlen=10)
     clf = MosaicBertForSequenceClassification(tiny_config(num_labels=3))
-    out = clf(ids, mask, types, labels=torch.tensor([0, 2, 1, 0]))
-    assert out.logits.shape == (4, 3) and out.loss.item() > 0
+    labels = torch.tensor([0, 2, 1, 0])
+    out = clf(ids, mask, types, labels=labels)
+    assert out.logits.shape == (4, 3)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels))
+    multi = MosaicBertForSequenceClassification(tiny_config(num_labels=3,
+                                                            problem_type="multi_label_classification"))
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    out = multi(ids, mask, types, labels=targets)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, targets))
     reg = MosaicBertForSequenceClassification(tiny_config(num_labels=1))
     out = reg(ids, mask, types, labels=torch.tensor([0.5, 1.0, 4.0, 2.5]))
     expected = F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, 1.0, 4.0, 2.5]))

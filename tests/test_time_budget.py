@@ -112,8 +112,18 @@ def test_every_evaluator_gets_the_same_answer_at_a_batch(tiny_mds, tmp_path):
     from composer.core import Event
 
     trainer, budget = budget_trainer(tiny_mds, tmp_path, FakeTime())
-    budget.elapsed = 3.5  # past the first 3 s mark
-    assert [budget.eval_due(trainer.state, Event.BATCH_END) for _ in range(3)] == [True, True, True]
+    state = trainer.state
+
+    def answers(elapsed: float) -> list[bool]:
+        """The three evaluators' answers at the next batch, with the clock at ``elapsed``."""
+        state.timestamp = state.timestamp.to_next_batch(samples=8, tokens=256)
+        budget.elapsed = elapsed
+        return [budget.eval_due(state, Event.BATCH_END) for _ in range(3)]
+
+    assert answers(2.0) == [False] * 3  # before the first 3 s mark
+    assert answers(3.5) == [True] * 3  # past it: every evaluator, not only the first to ask
+    assert answers(3.6) == [False] * 3  # the next batch: the mark is used up
+    assert answers(6.2) == [True] * 3  # the next mark
     trainer.close()
 
 
