@@ -30,3 +30,36 @@ def test_failed_download_is_a_clear_error_naming_the_uri(uri, cause, monkeypatch
     with pytest.raises(RecipeError, match=f"Could not read weights from {re.escape(repr(uri))} \\({cause}.*"
                                           "object-store URI"):
         read_weights(uri)
+
+
+def _mosaic_mlm(**config):
+    from mosaicbert.model.modeling_mosaic_bert import MosaicBertConfig, MosaicBertForMaskedLM
+
+    values = dict(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+                  pad_vocab_multiple=1)
+    return MosaicBertForMaskedLM(MosaicBertConfig(**{**values, **config}))
+
+
+def test_weights_of_another_size_are_refused_naming_the_weight(tmp_path):
+    from mosaicbert.checkpoints import load_weights
+
+    _mosaic_mlm().save_pretrained(tmp_path / "small")
+    with pytest.raises(RecipeError, match=r"has shape \(\d+, 32\), the model expects \(\d+, 64\); model.config "
+                                          "does not match the checkpoint"):
+        load_weights(_mosaic_mlm(hidden_size=64, num_attention_heads=4), str(tmp_path / "small"))
+
+
+def test_a_smaller_vocabulary_fills_the_first_rows_and_keeps_the_rest(tmp_path):
+    import torch
+
+    from mosaicbert.checkpoints import load_weights
+
+    torch.manual_seed(0)
+    small = _mosaic_mlm()
+    small.save_pretrained(tmp_path / "small")
+    big = _mosaic_mlm(vocab_size=128)
+    fresh_rows = big.get_input_embeddings().weight[96:].detach().clone()
+    load_weights(big, str(tmp_path / "small"))
+    embeddings = big.get_input_embeddings().weight.detach()
+    torch.testing.assert_close(embeddings[:96], small.get_input_embeddings().weight.detach())
+    torch.testing.assert_close(embeddings[96:], fresh_rows)

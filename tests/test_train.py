@@ -147,6 +147,9 @@ def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):
     (["global_train_batch_size=-3"], "global_train_batch_size=-3 must be a positive integer"),
     ([f"save_folder={REPO}/README.md/ckpt"], f"save_folder='{REPO}/README.md/ckpt' cannot be made: '{REPO}/README.md' "
                                              "is a file, not a folder"),
+    (["autoresume=true", "save_folder=null"], "autoresume=true needs save_folder and a fixed run_name"),
+    pytest.param(["device=gpu"], "device=gpu but no CUDA GPU is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")),
 ])
 def test_bad_recipes_fail_with_one_clear_paragraph(tiny_mds, tmp_path, override, message):
     args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt")) + override
