@@ -311,6 +311,40 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
         plan_jobs(no_save, task_plans(no_save), None)
 
 
+def test_a_failed_job_skips_its_dependents_and_glue_py_exits_1(tmp_path, mlm_checkpoints, monkeypatch):
+    """MNLI fails while training (here: its classifier cannot be built); RTE, which starts from MNLI's
+    checkpoint, is skipped; the independent task still runs; the results say so and glue.py exits 1."""
+    import runpy
+
+    import yaml
+
+    import mosaicbert.finetune.jobs as jobs_module
+
+    def broken_for_mnli(encoder, config, init_checkpoint=None):
+        if config.num_labels == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return build_classifier(encoder, config, init_checkpoint)
+
+    monkeypatch.setattr(jobs_module, "build_classifier", broken_for_mnli)
+    keyword = keyword_task(tmp_path / "keyword", n_train=16, n_dev=8)
+    raw = {"run_name": "t", "pretrained_checkpoint": mlm_checkpoints["hf_bert"][0], "max_seq_len": 32,
+           "device": "cpu", "precision": "fp32", "results_dir": str(tmp_path / "results"), "progress_bar": False,
+           "python_log_level": "error", "default_seeds": [1], "device_eval_batch_size": 64,
+           "data_dir": fake_glue(tmp_path / "glue"), "save_folder": str(tmp_path / "ckpt"),
+           "tasks": {"mnli": {"batch_size": 8, "max_duration": "1ba"},
+                     "rte": {"init_from": "mnli", "batch_size": 8, "max_duration": "1ba"}},
+           "custom_tasks": [dict(keyword, batch_size=16, max_duration="1ba")]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    glue = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "glue.py"))["glue"]
+    assert glue(str(tmp_path / "recipe.yaml"), []) == 1
+
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    status = {f"{job['task']}-seed{job['seed']}": (job["status"], job.get("error", "")) for job in results["jobs"]}
+    assert status["mnli-seed1"][0] == "failed" and "out of memory (simulated)" in status["mnli-seed1"][1]
+    assert status["rte-seed1"] == ("skipped", "mnli-seed1 did not finish")
+    assert status["keyword-seed1"][0] == "ok"
+
+
 def test_a_job_runs_in_a_worker_process(tmp_path, mlm_checkpoints):
     """The path parallel runs take on several GPUs: a subprocess per job (here on CPU). eval_interval 0:
     no evaluation during training, the final model is evaluated all the same."""
