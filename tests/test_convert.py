@@ -307,3 +307,17 @@ def test_convert_c4_cli_parses_arguments():
     args = cli.parse_args(["--out_root", "x", "--splits", "train_small", "val_small", "--overwrite"])
     assert args.splits == ["train_small", "val_small"] and args.overwrite
     assert cli.parse_args(["--out_root", "x"]).splits == list(SPLITS)
+
+
+def test_inputs_and_options_that_cannot_convert_are_refused_before_writing(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "cat.png").write_bytes(b"\x89PNG")
+    with pytest.raises(RecipeError, match="'.*images' holds no .*txt.* files"):
+        convert_text([tmp_path / "images"], tmp_path / "out", progress=False)
+    (tmp_path / "a.txt").write_text("Some text that would convert.\n")
+    for fraction in (1.0, -0.1):
+        with pytest.raises(RecipeError, match=f"val_fraction={fraction!r} is outside \\[0, 1\\)"):
+            convert_text([tmp_path / "a.txt"], tmp_path / "out", val_fraction=fraction, progress=False)
+    with pytest.raises(RecipeError, match=r"Unknown C4 split\(s\) \['validation'\]. Fix: choose from train, "):
+        convert_c4(tmp_path / "out", ["validation"], load_split=lambda split: [], progress=False)
+    assert not (tmp_path / "out").exists()

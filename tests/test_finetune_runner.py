@@ -345,6 +345,16 @@ def test_a_failed_job_skips_its_dependents_and_glue_py_exits_1(tmp_path, mlm_che
     assert status["keyword-seed1"][0] == "ok"
 
 
+def test_glue_py_under_a_multi_process_launcher_is_refused(tmp_path, mlm_checkpoints, monkeypatch):
+    from composer.utils import dist
+
+    cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], custom_tasks=[keyword_task(tmp_path / "kw", 8, 8)])
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)  # as under `composer -n 2 glue.py ...`
+    with pytest.raises(RecipeError, match="not a multi-process launcher: it runs one job per GPU itself"):
+        prepare(cfg)
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_job_runs_in_a_worker_process(tmp_path, mlm_checkpoints):
     """The path parallel runs take on several GPUs: a subprocess per job (here on CPU). eval_interval 0:
     no evaluation during training, the final model is evaluated all the same."""

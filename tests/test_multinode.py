@@ -361,3 +361,47 @@ def test_a_failed_shard_thread_stops_the_epoch_with_an_error(tiny_mds, tokenizer
     monkeypatch.setattr(StreamingDataset, "__iter__", epoch_after_a_failed_thread)
     with pytest.raises(RuntimeError, match=r"could not prepare a shard of .*train_small.* \(FileNotFoundError: shard"):
         list(dataset)
+
+
+GLOO_LOST = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                         "[127.0.0.1]:40123")
+
+
+@pytest.mark.parametrize("keys, advice", [
+    ({"autoresume": "true", "run_name": "r"}, "autoresume=true continues from the latest checkpoint in {folder}"),
+    ({"autoresume": "false"}, "set load_path to the latest checkpoint in {folder}"),
+    ({"save_folder": "null"}, "The run saves no checkpoints (save_folder is null)"),
+])
+def test_a_lost_rank_is_explained_with_how_to_continue(tmp_path, monkeypatch, keys, advice):
+    """The message itself, without two nodes (the launches above need namespaces): a gloo transport error
+    in a run of two ranks becomes one LostRankError that says what happened and how to continue."""
+    from composer.utils import dist
+
+    from mosaicbert.config import load_config
+    from mosaicbert.training.multinode import LostRankError, explain_lost_ranks
+
+    folder = tmp_path / "ckpt"
+    overrides = [f"save_folder={folder}", "run_name=r", "dist_timeout=42", *(f"{k}={v}" for k, v in keys.items())]
+    cfg = load_config(DEMO, overrides)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with pytest.raises(LostRankError) as raised, explain_lost_ranks(cfg):
+        raise GLOO_LOST
+    message = str(raised.value)
+    assert message.startswith("Rank 0 (node 0) lost contact with the other ranks of the run")
+    assert "dist_timeout (42 s)" in message and advice.format(folder=f"{folder}") in message
+    assert raised.value.__cause__ is GLOO_LOST
+
+
+def test_other_errors_and_single_process_runs_pass_through(monkeypatch):
+    from composer.utils import dist
+
+    from mosaicbert.config import load_config
+    from mosaicbert.training.multinode import explain_lost_ranks
+
+    cfg = load_config(DEMO, [])
+    with pytest.raises(RuntimeError) as raised, explain_lost_ranks(cfg):  # one process: nothing to explain
+        raise GLOO_LOST
+    assert raised.value is GLOO_LOST
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with pytest.raises(ValueError, match="unrelated"), explain_lost_ranks(cfg):
+        raise ValueError("unrelated")

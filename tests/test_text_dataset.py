@@ -280,3 +280,23 @@ def test_a_damaged_remote_shard_ends_the_epoch_with_a_clear_error(tokenizer, tex
     # The next start names the cached copy before training.
     with pytest.raises(RecipeError, match=f"{cache / 'train' / packed.name} is .* bytes but index.json records"):
         loader(tokenizer, cache, remote=str(text_mds))
+
+
+def test_a_dataset_without_text_or_input_ids_is_named(tokenizer, tmp_path):
+    with MDSWriter(out=str(tmp_path / "other" / "train"), columns={"caption": "str"}, compression="zstd") as writer:
+        for i in range(4):
+            writer.write({"caption": f"picture {i}"})
+    dataset = StreamingTextDataset(tokenizer, SEQ, local=str(tmp_path / "other"), split="train", batch_size=1)
+    with pytest.raises(RecipeError, match=r"MDS sample 0 has columns \['caption'\] but neither 'text' nor "
+                                          "'input_ids'.*scripts/convert_text.py"):
+        dataset[0]
+
+
+def test_a_tokenizer_without_a_mask_token_is_refused(tokenizer):
+    from mosaicbert.data.mlm_collator import MLMCollator
+
+    class NoMask:
+        name_or_path, mask_token_id, pad_token_id = "gpt2-like", None, 0
+
+    with pytest.raises(RecipeError, match="'gpt2-like' has no mask or pad token"):
+        MLMCollator(NoMask(), mlm_probability=0.3, max_seq_len=SEQ)
