@@ -222,9 +222,10 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
 
 
 def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
-    """A RecipeError when ``folder_uri`` already holds checkpoint objects: a new run (no autoresume, no
-    save_overwrite) would save under the same names, and Composer finds that out only at its first upload,
-    one save_interval into training (for a local folder it checks before the first batch)."""
+    """A RecipeError when ``folder_uri`` already holds checkpoint objects. A new run (no autoresume, no
+    save_overwrite) would mix its checkpoints with them, and where a name repeats (the same save_interval)
+    Composer stops only at that upload, one save_interval into training; for a local folder it checks
+    before the first batch."""
     bucket, prefix = split_s3(folder_uri)
     s3 = s3 or client()
     try:
@@ -234,9 +235,10 @@ def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
     if found:
         names = ", ".join(key.rsplit("/", 1)[-1] for _, _, key, _ in found[:3]) + (", ..." if len(found) > 3 else "")
         raise RecipeError(f"save_folder {folder_uri!r} already holds {len(found)} checkpoint(s) of an earlier run "
-                          f"({names}); this run would save under the same names and stop at its first upload "
-                          f"(save_interval {save_interval}). Continue that run with autoresume=true, start a new one "
-                          "under another run_name or save_folder, or replace them with save_overwrite=true.")
+                          f"({names}); this run would save among them, and at the first name they share (with "
+                          f"save_interval {save_interval}) Composer would stop at that upload. Continue that run "
+                          "with autoresume=true, start a new one under another run_name or save_folder, or "
+                          "replace them with save_overwrite=true.")
 
 
 def _head(s3, bucket: str, key: str) -> Optional[int]:
