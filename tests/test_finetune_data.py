@@ -218,6 +218,9 @@ def test_eval_rows_without_label_are_skipped(tmp_path):
     write_lines(tmp_path / "train.tsv", ["sentence\tlabel", "fine\t1", "unlabelled\t"])
     with pytest.raises(RecipeError, match=r"train\.tsv, line 3: the label column 'label' is empty"):
         load_task_split(task, None, "train")
+    write_lines(tmp_path / "train.tsv", ["sentence\tlabel", "fine\t1", "\t", "bad\t0"])  # a row of empty fields
+    with pytest.raises(RecipeError, match=r"train\.tsv, line 3: the label column 'label' is empty"):
+        load_task_split(task, None, "train")
     write_lines(tmp_path / "dev.tsv", ["sentence\tlabel", "unlabelled\t"])
     with pytest.raises(RecipeError, match="has no labelled rows"):
         load_task_split(task, None, "dev")

@@ -147,7 +147,7 @@ def _split_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
             if line_no == 1:
                 text = text.removeprefix("\ufeff")  # MRPC's official files start with a byte-order mark
             text = text.rstrip("\r\n")
-            if text.strip():  # blank lines (e.g. a trailing one) carry no row
+            if "\t" in text or text.strip():  # blank lines (e.g. a trailing one) carry no row; tabs make one
                 yield line_no, text.split("\t")
 
 
