@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import string
-import sys
 import sysconfig
 import textwrap
 import time
@@ -439,15 +438,14 @@ def collect_documents(roots: Sequence[Path], max_chars: int, workers: int = 0,
                 if total >= max_chars:
                     return documents, files_read, duplicates
         return documents, files_read, duplicates
+    except BaseException:
+        if pool:  # an error or Ctrl-C: stop the workers (SIGTERM, which _default_signals keeps fatal in them)
+            pool.terminate()
+        raise
     finally:
         bar.close()
         if pool:
-            # Normally the workers are idle here and close() lets each exit on its own; after an error or
-            # Ctrl-C, terminate() stops them (SIGTERM, which _default_signals keeps fatal in them).
-            if sys.exc_info()[0] is None:
-                pool.close()
-            else:
-                pool.terminate()
+            pool.close()  # normally the workers are idle here and each exits on its own; after terminate() a no-op
             pool.join()
 
 
