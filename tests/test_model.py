@@ -4,6 +4,7 @@ import copy
 import functools
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -444,12 +445,56 @@ def test_masked_only_head_equals_full_head():
     torch.testing.assert_close(sparse.loss, full.loss)
 
 
-def test_no_masked_tokens_gives_zero_loss_not_nan():
-    model = MosaicBertForMaskedLM(tiny_config())
+@pytest.mark.parametrize("only_masked", [True, False])
+def test_no_masked_tokens_gives_zero_loss_not_nan(only_masked):
+    model = MosaicBertForMaskedLM(tiny_config(mlm_only_masked=only_masked))
     ids, mask, types = random_batch(batch=2, seqlen=8)
     out = model(ids, mask, types, labels=torch.full_like(ids, -100))
     assert out.loss.item() == 0.0
     out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_return_dict_false_in_the_call_or_the_config_gives_tuples():
+    ids, mask, types = random_batch(batch=2, seqlen=8)
+    labels = torch.where(mask.bool(), ids, -100)
+    for cls, extra in ((MosaicBertModel, {}), (MosaicBertForMaskedLM, {"labels": labels}),
+                       (MosaicBertForSequenceClassification, {"labels": torch.tensor([0, 1])})):
+        model = cls(tiny_config(num_labels=2)).eval()
+        with torch.no_grad():
+            as_object = model(ids, mask, types, **extra)
+            as_tuple = model(ids, mask, types, return_dict=False, **extra)
+            model.config.return_dict = False
+            from_config = model(ids, mask, types, **extra)
+            forced = model(ids, mask, types, return_dict=True, **extra)
+        assert isinstance(as_tuple, tuple) and isinstance(from_config, tuple), cls
+        assert not isinstance(forced, tuple), cls
+        for got in (as_tuple, from_config):
+            for mine, theirs in zip(got, as_object.to_tuple()):
+                torch.testing.assert_close(mine, theirs)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_attention_heads", 0, "num_attention_heads=0 must be a positive integer"),
+    ("num_hidden_layers", -1, "num_hidden_layers=-1 must be a positive integer"),
+    ("pad_vocab_multiple", 0, "pad_vocab_multiple=0 must be a positive integer"),
+    ("hidden_dropout_prob", 1.5, "hidden_dropout_prob=1.5 must be a probability"),
+    ("hidden_act", "gleu", "hidden_act='gleu' is not an activation"),
+    ("glu_dropout", "intermedaite", "glu_dropout='intermedaite' is not"),
+    ("attention_backend", "flsh", "attention_backend='flsh'; allowed"),
+])
+def test_bad_config_values_are_refused_by_the_config_and_by_from_pretrained(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MosaicBertConfig(**{field: value})
+    # from_pretrained sets its overrides without the config's __init__: the model checks them when built.
+    MosaicBertForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MosaicBertForMaskedLM.from_pretrained(tmp_path, **{field: value})
+
+
+def test_flex_with_attention_dropout_is_refused_up_front():
+    with pytest.raises(ValueError, match="'flex' has no attention dropout"):
+        MosaicBertConfig(attention_backend="flex", attention_probs_dropout_prob=0.1)
 
 
 def test_base_parameter_count_matches_paper():

@@ -75,7 +75,7 @@ class ComposerMaskedLM(ComposerModel):
 
     def forward(self, batch: dict):
         sizes = host_sizes(batch, packs_attention_rows(self.model)) if self.family.unpadded else {}
-        return self.model(**_model_inputs(batch), labels=batch["labels"], **sizes)
+        return self.model(**_model_inputs(batch), labels=batch["labels"], return_dict=True, **sizes)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
         return outputs.loss
@@ -110,7 +110,7 @@ class ComposerClassifier(ComposerModel):
 
     def forward(self, batch: dict):
         sizes = host_sizes(batch, packs_attention_rows(self.model)) if self.family.unpadded else {}
-        return self.model(**_model_inputs(batch), labels=batch.get("labels"), **sizes)
+        return self.model(**_model_inputs(batch), labels=batch.get("labels"), return_dict=True, **sizes)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
         return outputs.loss

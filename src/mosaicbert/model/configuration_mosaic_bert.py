@@ -5,6 +5,7 @@ This file imports only transformers, so it ships unchanged inside exported model
 """
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 ATTENTION_BACKENDS = ("auto", "flash_attn", "flex", "sdpa", "sdpa_packed")
 
@@ -71,14 +72,6 @@ class MosaicBertConfig(PretrainedConfig):
         tie_word_embeddings: bool = True,
         **kwargs,
     ):
-        if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention_backend={attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}.")
-        if glu_dropout not in ("intermediate", "output"):
-            raise ValueError(f"glu_dropout={glu_dropout!r} is not 'intermediate' (the paper's code) or 'output'.")
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})."
-            )
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         # The MLM decoder shares the word embeddings (transformers 5 reads this from the config).
         self.tie_word_embeddings = tie_word_embeddings
@@ -102,3 +95,33 @@ class MosaicBertConfig(PretrainedConfig):
         self.mlm_only_masked = mlm_only_masked
         self.pad_vocab_multiple = pad_vocab_multiple
         self.classifier_dropout = classifier_dropout
+        self.check_values()
+
+    def check_values(self) -> None:
+        """Raise ValueError naming the first field whose value no model can be built from. Run by
+        ``__init__`` and again when a model is built: ``from_pretrained(folder, key=value)`` sets its
+        overrides on the loaded config without passing them through ``__init__``."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "type_vocab_size", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                             f"({self.num_attention_heads}).")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name}={value!r} must be a probability in [0, 1).")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend={self.attention_backend!r}; allowed: {', '.join(ATTENTION_BACKENDS)}.")
+        if self.attention_backend == "flex" and self.attention_probs_dropout_prob > 0:
+            raise ValueError("attention_backend='flex' has no attention dropout: set attention_probs_dropout_prob=0 "
+                             "(the paper's value) or choose another backend.")
+        if self.glu_dropout not in ("intermediate", "output"):
+            raise ValueError(f"glu_dropout={self.glu_dropout!r} is not 'intermediate' (the paper's code) or 'output'.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not an activation transformers knows "
+                             f"(e.g. 'gelu', the paper's; 'gelu_new', 'relu', 'silu').")

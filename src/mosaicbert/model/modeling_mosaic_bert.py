@@ -672,6 +672,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
     """The encoder. ``forward`` returns padded ``[B, S, H]`` states; ``encode`` the unpadded ``[T, H]``."""
 
     def __init__(self, config: MosaicBertConfig, add_pooling_layer: bool = True):
+        config.check_values()  # again here: from_pretrained's overrides bypass the config's __init__
         super().__init__(config)
         self.embeddings = MosaicBertEmbeddings(config)
         self.encoder = MosaicBertEncoder(config)
@@ -722,7 +723,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
                                        attention_row_starts, num_attention_rows)
         pooled = self.pooler(first_tokens(hidden, unpadded)) if self.pooler is not None else None
         out = BaseModelOutputWithPooling(last_hidden_state=unpadded.pad(hidden), pooler_output=pooled)
-        return out if return_dict is not False else out.to_tuple()
+        return _as_returned(out, return_dict, self.config)
 
 
 def first_tokens(hidden: torch.Tensor, unpadded: Unpadded) -> torch.Tensor:
@@ -742,10 +743,20 @@ def _reject_unsupported(kwargs: dict) -> None:
 
 
 def _loss_over(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross entropy that is 0 (not NaN) when a batch has no masked tokens."""
+    """Mean cross entropy over the targets that are not ``IGNORE_INDEX``; 0, not NaN, when there are none
+    (a batch without masked tokens). Divides by the count clamped to 1 rather than branching on it,
+    which would need a device sync."""
     if targets.numel() == 0 or logits.numel() == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), ignore_index=IGNORE_INDEX,
+                            reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def _as_returned(out, return_dict: Optional[bool], config: MosaicBertConfig):
+    """The output object, or its tuple when ``return_dict`` (else the config's ``return_dict``) is False,
+    as Hugging Face models do."""
+    return out if (return_dict if return_dict is not None else config.return_dict) else out.to_tuple()
 
 
 class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
@@ -791,7 +802,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             logits = unpadded.pad(self.cls(hidden))  # [B, S, V]
             loss = _loss_over(logits, labels) if labels is not None else None
         out = MaskedLMOutput(loss=loss, logits=logits)
-        return out if return_dict is not False else out.to_tuple()
+        return _as_returned(out, return_dict, self.config)
 
 
 class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
@@ -809,7 +820,7 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 return_dict: Optional[bool] = None, **kwargs) -> SequenceClassifierOutput:
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, **kwargs).pooler_output
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, return_dict=True, **kwargs).pooler_output
         logits = self.classifier(self.dropout(pooled))  # [B, num_labels]
         loss = None
         if labels is not None:
@@ -820,7 +831,7 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
             else:
                 loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
         out = SequenceClassifierOutput(loss=loss, logits=logits)
-        return out if return_dict is not False else out.to_tuple()
+        return _as_returned(out, return_dict, self.config)
 
 
 __all__ = [
