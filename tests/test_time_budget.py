@@ -127,12 +127,24 @@ def test_every_evaluator_gets_the_same_answer_at_a_batch(tiny_mds, tmp_path):
     trainer.close()
 
 
+class LearningRates(Callback):
+    """The learning rate each batch trains with, by batch number (1-based)."""
+
+    def __init__(self):
+        self.by_batch: dict[int, float] = {}
+
+    def batch_start(self, state, logger):
+        self.by_batch[int(state.timestamp.batch) + 1] = state.optimizers[0].param_groups[0]["lr"]
+
+
 def test_a_resumed_run_spends_only_what_is_left_of_the_budget(tiny_mds, tmp_path):
     from test_train import CrashAt
 
     saving = ["save_folder=" + str(tmp_path / "ckpt"), "save_interval=4ba"]
     full_fake, part_fake, resumed_fake = FakeTime(), FakeTime(), FakeTime()
+    full_lrs, resumed_lrs = LearningRates(), LearningRates()
     full, _ = budget_trainer(tiny_mds, tmp_path / "full", full_fake)
+    full.state.callbacks.append(full_lrs)
     full.fit()
     full.close()
 
@@ -145,7 +157,13 @@ def test_a_resumed_run_spends_only_what_is_left_of_the_budget(tiny_mds, tmp_path
     resumed, budget = budget_trainer(tiny_mds, tmp_path / "resumed", resumed_fake,
                                      "load_path=" + str(tmp_path / "ckpt" / "ep0-ba8-rank0.pt"))
     assert budget.resumed_seconds == pytest.approx(4.0)  # 8 batches of 0.5 s (batch 1's compile left out)
+    resumed.state.callbacks.append(resumed_lrs)
     resumed.fit()
+    # The schedule stretches over the saved estimate from the first resumed batch on, not over the
+    # recipe's upper bound (1000 batches) until the estimate is made again.
+    assert sorted(resumed_lrs.by_batch) == list(range(9, 21))
+    for batch, lr in resumed_lrs.by_batch.items():
+        assert lr == pytest.approx(full_lrs.by_batch[batch], rel=1e-6), batch
     # The same 20 batches and evaluations as the uninterrupted run, not 8 + another full budget.
     assert int(resumed.state.timestamp.batch) == int(full.state.timestamp.batch) == 20
     assert budget.elapsed == pytest.approx(10.0)

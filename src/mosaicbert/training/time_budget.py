@@ -19,8 +19,8 @@ end), instead of at ``eval_interval``. The clock is logged as ``time/train_secon
 eval metrics in the JSON-lines log can be plotted against training time (``benchmarks/time_to_quality.py`` does).
 
 On several GPUs, rank 0's clock decides for all ranks (it is broadcast each batch), so every rank stops
-and evaluates at the same batch. The clock is saved in checkpoints: a resumed run spends only what is
-left of the budget.
+and evaluates at the same batch. The clock and the batch estimate are saved in checkpoints: a resumed run
+spends only what is left of the budget, with the learning rates the uninterrupted run would have used.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class TimeBudget(Callback):
         self.compile_seconds = 0.0  # their own time, in total
         self.eval_seconds = 0.0
         self.upper_bound: Optional[Time] = None
+        self.estimate: Optional[int] = None  # the batches max_duration was last set to
         self._device = None
         self._fit_start = 0.0
         self._batch_start = 0.0
@@ -99,13 +100,14 @@ class TimeBudget(Callback):
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"elapsed": self.elapsed, "next_eval": self._next_eval, "last_eval_batch": self._last_eval_batch,
-                "batch_times": list(self.batch_times)}
+                "batch_times": list(self.batch_times), "estimate": self.estimate}
 
     def load_state_dict(self, state: dict) -> None:
         self.elapsed = self.resumed_seconds = float(state["elapsed"])
         self._next_eval = state["next_eval"] if self.eval_every_seconds is not None else None
         self._last_eval_batch = int(state["last_eval_batch"])
         self.batch_times.extend(state["batch_times"])
+        self.estimate = state.get("estimate")  # absent from checkpoints written before it was saved
 
     # -- events ----------------------------------------------------------------------------------
     def fit_start(self, state: State, logger: Logger) -> None:
@@ -115,6 +117,11 @@ class TimeBudget(Callback):
             # Epochs only count up after the last batch's events, too late to stop there: use batches.
             bound = Time(int(bound.value) * int(state.dataloader_len), TimeUnit.BATCH)
         self.upper_bound = bound
+        if self.estimate is not None:
+            # Composer does not checkpoint max_duration, and the scheduler steps before this callback's
+            # first batch_end: without this, the first resumed batch would take its learning rate from a
+            # schedule stretched over the recipe's upper bound.
+            state.max_duration = self._capped(self.estimate)
         self._fit_start = self._now()
 
     def before_dataloader(self, state: State, logger: Logger) -> None:
@@ -144,6 +151,7 @@ class TimeBudget(Callback):
             return  # no batch time measured yet (only compilation so far): keep the upper bound
         else:
             total = batches + max(1, round((self.train_seconds - self.elapsed) / typical))
+        self.estimate = total
         state.max_duration = self._capped(total)
 
     def _capped(self, batches: int) -> Time:
