@@ -97,6 +97,9 @@ def test_overrides_and_interpolation():
                                    "(with max_duration='286720000sp') counts samples"),
     (["scheduler.t_warmup=1000sp", "callbacks.time_budget.train_seconds=60"],
      "scheduler.t_warmup='1000sp' counts samples but scheduler.t_max='1dur' (with callbacks.time_budget"),
+    # Composer checks against max_duration when the trainer is built, before the budget sets batches.
+    (["max_duration=6400sp", "scheduler.t_warmup=10ba", "callbacks.time_budget.train_seconds=60"],
+     "scheduler.t_warmup='10ba' counts batches but scheduler.t_max='1dur' (with max_duration='6400sp')"),
     # Numbers Composer or torch would take and fail on later (or silently misuse).
     (["global_train_batch_size=-3"], "global_train_batch_size=-3 must be a positive integer."),
     (["device_train_microbatch_size=0"], "device_train_microbatch_size=0 must be a positive integer."),

@@ -200,22 +200,23 @@ def _schedule_unit(value, max_duration_unit: str) -> str:
 
 def check_schedule_units(scheduler: dict, max_duration, time_budget: bool = False) -> None:
     """A warm-up schedule's ``t_warmup`` and ``t_max`` must count the same unit once Composer converts them;
-    otherwise it stops at the first batch. With ``time_budget`` (the callback) the run's length is set in
-    batches while it trains, so ``dur`` fractions count batches. Call after the times themselves were
-    checked."""
+    otherwise it stops at the first batch. Composer checks that when the trainer is built, against
+    ``max_duration``; with ``time_budget`` (the callback) the run's length is then set in batches while it
+    trains, so the units must agree both ways. Call after the times themselves were checked."""
     if "t_warmup" not in scheduler:
         return
-    max_unit = "ba" if time_budget else parse_time(max_duration)[1]
     t_max = scheduler.get("t_max", "1dur")
-    warmup_unit = _schedule_unit(scheduler["t_warmup"], max_unit)
-    max_unit_counted = _schedule_unit(t_max, max_unit)
-    if warmup_unit != max_unit_counted:
-        raise RecipeError(
-            f"scheduler.t_warmup={scheduler['t_warmup']!r} counts {TIME_UNITS[warmup_unit][1]} but "
-            f"scheduler.t_max={t_max!r} (with "
-            f"{'callbacks.time_budget, which sets the length in batches' if time_budget else f'max_duration={max_duration!r}'}) counts "
-            f"{TIME_UNITS[max_unit_counted][1]}; Composer needs "
-            "both in one unit. Give t_warmup as a fraction of the run (e.g. 0.06dur) or in max_duration's unit.")
+    lengths = [("ba", "callbacks.time_budget, which sets the length in batches while training")] if time_budget else []
+    lengths.append((parse_time(max_duration)[1], f"max_duration={max_duration!r}"))
+    for max_unit, length in lengths:
+        warmup_unit = _schedule_unit(scheduler["t_warmup"], max_unit)
+        max_unit_counted = _schedule_unit(t_max, max_unit)
+        if warmup_unit != max_unit_counted:
+            raise RecipeError(
+                f"scheduler.t_warmup={scheduler['t_warmup']!r} counts {TIME_UNITS[warmup_unit][1]} but "
+                f"scheduler.t_max={t_max!r} (with {length}) counts {TIME_UNITS[max_unit_counted][1]}; Composer "
+                "needs both in one unit. Give t_warmup as a fraction of the run (e.g. 0.06dur)"
+                + (", or max_duration in batches." if time_budget else " or in max_duration's unit."))
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
