@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,25 @@ def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path):
     second.fit()
     assert int(second.state.timestamp.batch) == 6
     second.close()
+
+
+def test_a_new_run_refuses_a_local_save_folder_with_an_earlier_runs_checkpoints(tiny_mds, tmp_path):
+    folder = tmp_path / "ckpt"
+    overrides = tiny_overrides(tiny_mds, str(folder), max_duration="3ba", save_overwrite="false")
+    first = build_pretraining_trainer(load_config(DEMO, overrides))
+    first.fit()
+    first.close()
+    written = (folder / "ep0-ba3-rank0.pt").read_bytes()
+    # Composer itself would stop at fit start with a FileExistsError naming overwrite=True, not a recipe key.
+    with pytest.raises(RecipeError, match=re.escape(f"save_folder '{folder}' already holds 1 checkpoint(s) of an "
+                                                    "earlier run (ep0-ba3-rank0.pt)")) as err:
+        build_pretraining_trainer(load_config(DEMO, overrides))
+    assert "autoresume=true" in str(err.value) and "save_overwrite=true" in str(err.value)
+    assert (folder / "ep0-ba3-rank0.pt").read_bytes() == written
+    # Each way out named in the message starts.
+    for way_out in (["save_overwrite=true"], ["autoresume=true", "run_name=tiny"],
+                    ["load_path=" + str(folder / "ep0-ba3-rank0.pt"), "max_duration=4ba"]):
+        build_pretraining_trainer(load_config(DEMO, overrides + way_out)).close()
 
 
 def test_main_py_trains_and_prints_a_summary(tiny_mds, tmp_path):

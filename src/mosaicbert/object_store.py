@@ -233,12 +233,17 @@ def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
     except Exception as err:
         raise explain(err, folder_uri, "save_folder") from None
     if found:
-        names = ", ".join(key.rsplit("/", 1)[-1] for _, _, key, _ in found[:3]) + (", ..." if len(found) > 3 else "")
-        raise RecipeError(f"save_folder {folder_uri!r} already holds {len(found)} checkpoint(s) of an earlier run "
-                          f"({names}); this run would save among them, and at the first name they share (with "
-                          f"save_interval {save_interval}) Composer would stop at that upload. Continue that run "
-                          "with autoresume=true, start a new one under another run_name or save_folder, or "
-                          "replace them with save_overwrite=true.")
+        raise RecipeError(earlier_run_message(folder_uri, [key.rsplit("/", 1)[-1] for _, _, key, _ in found],
+                                              f"at the first name they share (with save_interval {save_interval}) "
+                                              "Composer would stop at that upload"))
+
+
+def earlier_run_message(folder: str, names: list[str], consequence: str) -> str:
+    """What a new run (no autoresume, no save_overwrite) is told when its save folder holds checkpoints."""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"save_folder {folder!r} already holds {len(names)} checkpoint(s) of an earlier run ({shown}); this run "
+            f"would save among them, and {consequence}. Continue that run with autoresume=true, start a new one "
+            "under another run_name or save_folder, or replace them with save_overwrite=true.")
 
 
 def _head(s3, bucket: str, key: str) -> Optional[int]:

@@ -32,7 +32,7 @@ import composer.utils.checkpoint as composer_checkpoint
 
 from ..checkpoints import check_checkpoint_file
 from ..errors import RecipeError
-from ..object_store import CHECKPOINT_NAME, run_save_folder
+from ..object_store import CHECKPOINT_NAME, earlier_run_message, run_save_folder
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,18 @@ def checkpoint_batch(name: str) -> Optional[int]:
     """The batch count in a checkpoint name of Composer's default pattern (``ep1-ba600-rank0.pt``)."""
     match = CHECKPOINT_NAME.match(name)
     return int(match.group(2)) if match else None
+
+
+def refuse_earlier_local_checkpoints(save_folder: str, run_name: str) -> None:
+    """A RecipeError, before anything is built, when a new run's local save folder holds checkpoints of an
+    earlier run: Composer would otherwise refuse at fit start with a FileExistsError whose fix
+    (``overwrite=True``) is not a recipe key."""
+    folder = run_save_folder(save_folder, run_name)
+    if not os.path.isdir(folder):
+        return
+    names = sorted((name for name in os.listdir(folder) if checkpoint_batch(name) is not None), key=checkpoint_batch)
+    if names:
+        raise RecipeError(earlier_run_message(folder, names, "Composer would refuse to start"))
 
 
 def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:

@@ -17,7 +17,7 @@ from ..object_store import pretraining_store_kwargs, run_save_folder
 from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
-from .checkpointing import prepare_autoresume, use_atomic_checkpoint_writes
+from .checkpointing import prepare_autoresume, refuse_earlier_local_checkpoints, use_atomic_checkpoint_writes
 from .multinode import join_ranks, node_specific_signal_files
 from .time_budget import eval_interval_for
 
@@ -98,12 +98,17 @@ def check_on_some_ranks(check: Callable[[], object], run_here: bool) -> None:
 def check_starting_checkpoint(cfg: TrainerConfig) -> None:
     """A local load_path is a complete checkpoint (checked once per node: it reads the whole file); with
     autoresume and a local save_folder, rank 0 tidies the folder and checks the checkpoint to resume
-    (:func:`~mosaicbert.training.checkpointing.prepare_autoresume`). Every rank stops on a problem."""
+    (:func:`~mosaicbert.training.checkpointing.prepare_autoresume`); without it, a new run refuses a local
+    save_folder that holds an earlier run's checkpoints. Every rank stops on a problem."""
     if cfg.load_path and "://" not in cfg.load_path:
         check_on_some_ranks(lambda: check_checkpoint_file(cfg.load_path, key="load_path"),
                             run_here=dist.get_local_rank() == 0)
     if cfg.autoresume and "://" not in cfg.save_folder:
         check_on_some_ranks(lambda: prepare_autoresume(cfg.save_folder, cfg.run_name),
+                            run_here=dist.get_global_rank() == 0)
+    elif cfg.save_folder and "://" not in cfg.save_folder and not cfg.save_overwrite and not cfg.load_path:
+        # With load_path, Composer's own check compares names with the loaded checkpoint's batch count.
+        check_on_some_ranks(lambda: refuse_earlier_local_checkpoints(cfg.save_folder, cfg.run_name),
                             run_here=dist.get_global_rank() == 0)
 
 
