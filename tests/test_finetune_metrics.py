@@ -167,6 +167,33 @@ def test_torchmetrics_degenerate_cases_are_zero_not_nan(task_name, outputs, labe
             assert values[name] == 0.0, (name, values)
 
 
+@pytest.mark.parametrize("predicted", [1, 0])
+@pytest.mark.parametrize("positives, negatives", [(84, 44), (721, 322), (5, 0)])
+def test_matthews_of_one_predicted_class_is_zero_with_unbalanced_labels(predicted, positives, negatives):
+    """Balanced labels hide it: torchmetrics' binary rule adds eps to the confusion counts, which gives a small
+    non-zero value (0.058 for 84/44 labels) when only one class is predicted; and 1.0 for a perfect prediction
+    of labels that are all one class. Both are undefined, hence 0.0."""
+    labels = torch.tensor([1] * positives + [0] * negatives)
+    logits = torch.zeros(len(labels), 2)
+    logits[:, predicted] = 1.0
+    metric = build_torchmetrics(GLUE_TASKS["cola"])["matthews"]
+    for lo in range(0, len(labels), 32):
+        metric.update(logits[lo:lo + 32], labels[lo:lo + 32])
+    assert float(metric.compute()) == 0.0
+    assert matthews_corrcoef(logits.argmax(-1), labels) == 0.0
+
+
+def test_matthews_with_a_class_never_predicted_among_three_is_the_usual_value():
+    """Only an undefined correlation is 0.0: three classes with one never predicted still give R_K."""
+    labels, preds = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 0, 0]
+    custom = TaskSpec.from_dict({"name": "three", "text_columns": "t", "label_column": "y", "num_labels": 3,
+                                 "metrics": ["matthews"]})
+    metric = build_torchmetrics(custom)["matthews"]
+    metric.update(torch.tensor(preds), torch.tensor(labels))
+    expected = matthews_corrcoef(preds, labels)
+    assert expected != 0.0 and float(metric.compute()) == pytest.approx(expected, abs=1e-6)
+
+
 FULL_RESULTS = {
     "mnli": {"accuracy_matched": 0.84, "accuracy_mismatched": 0.85},  # -> 0.845
     "qnli": {"accuracy": 0.91},  # -> 0.91

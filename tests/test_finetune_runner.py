@@ -196,6 +196,21 @@ def test_missing_encoder_weight_is_an_error_naming_it(tmp_path, mlm_checkpoints)
         build_classifier(encoder, classifier_config(encoder, GLUE_TASKS["rte"], {}, 32))
 
 
+def test_a_tokenizer_larger_than_the_embedding_table_fails_before_training(tmp_path, mlm_checkpoints):
+    """Token ids past the embedding table would fail only inside the first job (IndexError)."""
+    from mosaicbert.tokenizer import load_tokenizer
+
+    big = load_tokenizer("bert-base-uncased")  # a fresh copy: the session's tokenizer stays as it is
+    big.add_tokens([f"newtok{i}" for i in range(100)])
+    big.save_pretrained(tmp_path / "big")
+    task = keyword_task(tmp_path / "keyword", n_train=64, n_dev=32)
+    cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], tokenizer_name=str(tmp_path / "big"),
+                 custom_tasks=[dict(task, batch_size=16, max_duration="2ba")])
+    with pytest.raises(RecipeError, match=r"has 30622 tokens but the model .* only 30528 embedding rows.*"
+                                          r"tokenizer_name"):
+        prepare(cfg)
+
+
 def test_exported_hf_folder_is_accepted(tmp_path, tokenizer):
     folder = tmp_path / "export"
     torch.manual_seed(0)
@@ -309,6 +324,26 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
     no_save = recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, tasks=tasks, run_tasks=["rte"])
     with pytest.raises(RecipeError, match="save_folder is not set"):
         plan_jobs(no_save, task_plans(no_save), None)
+
+
+def test_a_parent_with_save_false_is_kept_only_until_the_run_ends(tmp_path, mlm_checkpoints):
+    """save: false keeps no checkpoint of the task under save_folder, also when another task starts from it:
+    the parent saves into the run's temporary folder, which its children read and which is removed at the end."""
+    task = keyword_task(tmp_path / "keyword", n_train=32, n_dev=16)
+    save = tmp_path / "ckpt"
+    cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], save_folder=str(save), custom_tasks=[
+        dict(task, name="parent", batch_size=16, max_duration="1ba", save=False),
+        dict(task, name="child", batch_size=16, max_duration="1ba", init_from="parent")])
+    results = run_finetuning(cfg)
+
+    jobs = {job["task"]: job for job in results["jobs"]}
+    assert [job["status"] for job in jobs.values()] == ["ok", "ok"], jobs
+    scratch = str(tmp_path / "results" / ".init-checkpoints-")
+    assert jobs["child"]["init_checkpoint"].startswith(scratch)  # the child started from the parent
+    assert jobs["parent"]["checkpoint"] is None  # removed with the temporary folder
+    assert jobs["child"]["checkpoint"].startswith(str(save / "child" / "seed1"))
+    assert os.listdir(save) == ["child"]
+    assert not any(name.startswith(".init-checkpoints-") for name in os.listdir(tmp_path / "results"))
 
 
 def test_a_failed_job_skips_its_dependents_and_glue_py_exits_1(tmp_path, mlm_checkpoints, monkeypatch):
@@ -442,6 +477,20 @@ def test_recipe_validation(tmp_path, keys, message):
     else:
         with pytest.raises(RecipeError, match=message):
             check()
+
+
+@pytest.mark.parametrize("override, init_from, lr, model_config", [
+    (None, "parent", 2.0e-5, {"classifier_dropout": 0.2}),  # an empty value keeps the custom task's keys
+    ({"lr": 1.0e-4}, "parent", 1.0e-4, {"classifier_dropout": 0.2}),  # the others are kept
+    ({"init_from": None}, None, 2.0e-5, {"classifier_dropout": 0.2}),  # tasks.child.init_from=null clears it
+    ({"model_config": None, "lr": None}, "parent", None, None),
+])
+def test_tasks_keys_override_a_custom_tasks_keys_null_included(tmp_path, override, init_from, lr, model_config):
+    child = dict(CUSTOM, name="child", init_from="parent", lr=2.0e-5, model_config={"classifier_dropout": 0.2})
+    cfg = recipe(tmp_path, "unused.pt", custom_tasks=[dict(CUSTOM, name="parent"), child],
+                 tasks={"child": override})
+    h = task_plans(cfg)["child"].hparams
+    assert (h.init_from, h.lr, h.model_config) == (init_from, lr, model_config)
 
 
 def test_missing_data_fails_before_training(tmp_path, mlm_checkpoints):

@@ -210,10 +210,11 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
     glue_plans: dict[str, TaskPlan] = {}
     for name, raw in cfg.tasks.items():
         if name in plans:  # a custom task's keys given (or overridden) under tasks:
-            merged = dict(dataclasses.asdict(plans[name].hparams))
-            merged.update({k: v for k, v in dataclasses.asdict(_hparams(raw, f"tasks.{name}")).items()
-                           if v is not None})
-            plans[name].hparams = TaskHParams(**merged)
+            given = _hparams(raw, f"tasks.{name}")
+            # Every key given wins, null included (tasks.<name>.init_from=null clears it); keys not given
+            # keep the custom_tasks entry's values.
+            plans[name].hparams = dataclasses.replace(plans[name].hparams,
+                                                      **{key: getattr(given, key) for key in raw or {}})
             continue
         if name not in GLUE_TASKS:
             raise _unknown_task(str(name), known, "tasks")

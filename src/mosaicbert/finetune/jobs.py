@@ -87,19 +87,43 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts]) if "://" in root else os.path.join(root, *parts)
 
 
-def plan_jobs(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Optional[str]) -> list[Job]:
-    """The jobs of the tasks that run, parents first; where each saves and what it starts from."""
-    needed = {(plan.init_from, plan.parent_seed(seed, plans[plan.init_from]))
-              for plan in plans.values() if plan.run and plan.init_from for seed in plan.seeds}
+def keeps_checkpoints(cfg: FinetuneConfig, plan: TaskPlan) -> bool:
+    """Whether a task's checkpoints stay under save_folder after the run."""
+    return cfg.save_folder is not None and plan.hparams.save is not False
+
+
+def parent_jobs(plans: dict[str, TaskPlan]) -> set[tuple[str, int]]:
+    """(task, seed) of the jobs that a job of this run starts from."""
+    return {(plan.init_from, plan.parent_seed(seed, plans[plan.init_from]))
+            for plan in plans.values() if plan.run and plan.init_from and plans[plan.init_from].run
+            for seed in plan.seeds}
+
+
+def needs_scratch(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) -> bool:
+    """Whether a parent job must save where save_folder does not keep it (see :func:`plan_jobs`)."""
+    return any(not keeps_checkpoints(cfg, plans[task]) for task, _ in parent_jobs(plans))
+
+
+def plan_jobs(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Optional[str],
+              scratch_root: Optional[str] = None) -> list[Job]:
+    """The jobs of the tasks that run, parents first; where each saves and what it starts from.
+
+    A job saves under ``save_root`` when its task keeps checkpoints; a parent job of a task that keeps none
+    (save_folder null, or save: false) saves under ``scratch_root``, which the caller removes after the run.
+    """
+    needed = parent_jobs(plans)
     jobs = []
     for plan in plans.values():
         if not plan.run:
             continue
         for seed in plan.seeds:
             job = Job(plan.name, seed)
-            keep = cfg.save_folder is not None and plan.hparams.save is not False
-            if keep or (plan.name, seed) in needed:
+            if keeps_checkpoints(cfg, plan):
                 job.save_folder = _join(save_root, plan.name, f"seed{seed}")
+            elif (plan.name, seed) in needed:
+                if scratch_root is None:
+                    raise ValueError(f"{job.name} is a parent job that keeps no checkpoint: pass a scratch_root")
+                job.save_folder = _join(scratch_root, plan.name, f"seed{seed}")
             if plan.init_from:
                 parent = plans[plan.init_from]
                 parent_seed = plan.parent_seed(seed, parent)

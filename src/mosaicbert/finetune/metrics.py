@@ -23,8 +23,8 @@ import torch
 import torchmetrics
 from torchmetrics.classification import (
     BinaryF1Score,
-    MatthewsCorrCoef,
     MulticlassAccuracy,
+    MulticlassMatthewsCorrCoef,
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
@@ -58,6 +58,25 @@ class ArgmaxBinaryF1Score(BinaryF1Score):
         super().update(preds, target.long())
 
 
+class ZeroIfUndefinedMatthews(MulticlassMatthewsCorrCoef):
+    """Matthews correlation (Gorodkin's R_K; the usual MCC for two classes), 0.0 where it is undefined.
+
+    It is undefined when every prediction, or every label, falls in one class. torchmetrics' two-class rule
+    adds eps to the counts there instead, which gives a small non-zero value for unbalanced labels (0.026 for
+    a CoLA dev set when only "acceptable" is predicted), and 1.0 or -1.0 when all labels are one class.
+    """
+
+    def compute(self) -> torch.Tensor:
+        confusion = self.confmat.double()  # rows: true class, columns: predicted
+        true_counts, pred_counts = confusion.sum(dim=1), confusion.sum(dim=0)
+        n, correct = confusion.sum(), confusion.trace()
+        numerator = correct * n - true_counts @ pred_counts
+        denominator = (n * n - pred_counts @ pred_counts) * (n * n - true_counts @ true_counts)
+        if denominator == 0:
+            return torch.tensor(0.0, device=confusion.device)
+        return (numerator / denominator.sqrt()).float()
+
+
 class _RegressionInputs:
     """Flattens (N, 1) outputs to (N,) and casts to float: correlation metrics want 1-D float inputs.
 
@@ -86,7 +105,7 @@ def build_torchmetrics(task: TaskSpec) -> dict[str, torchmetrics.Metric]:
     builders = {
         "accuracy": lambda: MulticlassAccuracy(num_classes=task.num_labels, average="micro"),
         "f1": ArgmaxBinaryF1Score,
-        "matthews": lambda: MatthewsCorrCoef(task="multiclass", num_classes=task.num_labels),
+        "matthews": lambda: ZeroIfUndefinedMatthews(num_classes=task.num_labels),
         "pearson": FlatPearsonCorrCoef,
         "spearman": FlatSpearmanCorrCoef,
     }

@@ -51,7 +51,7 @@ from .config import (
     task_plans,
 )
 from .encoder import classifier_config, read_encoder
-from .jobs import Context, plan_jobs
+from .jobs import Context, needs_scratch, plan_jobs
 from .results import keep_earlier_results, markdown, summarize, write_results
 from .scheduler import gpu_slots, run_jobs
 from .tsv import load_hub_split, load_task_splits, task_folder
@@ -113,16 +113,11 @@ def run_finetuning(cfg: FinetuneConfig) -> dict[str, Any]:
     kept = keep_earlier_results(results_dir)
     if kept:
         print(f"The earlier results in {results_dir} are kept as {os.path.basename(kept)} (and .md).", flush=True)
-    needs_parent = any(plan.run and plan.init_from and plans[plan.init_from].run for plan in plans.values())
+    save_root = cfg.save_folder.format(run_name=cfg.run_name) if cfg.save_folder is not None else None
     scratch = None
-    if cfg.save_folder is not None:
-        save_root = cfg.save_folder.format(run_name=cfg.run_name)
-    elif needs_parent:  # parents' checkpoints, kept until the run ends
+    if needs_scratch(cfg, plans):  # checkpoints of parents that keep none, until the run ends
         scratch = tempfile.mkdtemp(prefix=".init-checkpoints-", dir=results_dir)
-        save_root = scratch
-    else:
-        save_root = None
-    jobs = plan_jobs(cfg, plans, save_root)
+    jobs = plan_jobs(cfg, plans, save_root, scratch)
     slots = gpu_slots(cfg)
     print(f"Fine-tuning {cfg.pretrained_checkpoint} ({ctx.encoder.family}): {len(jobs)} job(s) over "
           f"{', '.join(p.name for p in plans.values() if p.run)}; "
