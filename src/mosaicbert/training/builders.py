@@ -54,6 +54,20 @@ def check_positive_lr(kwargs: dict, where: str = "optimizer") -> None:
                           "scaled by lr / initial lr). Set e.g. lr: 5.0e-4.")
 
 
+CLIPPING_TYPES = ("norm", "value", "adaptive")  # Composer's GradientClipping
+
+
+def check_gradient_clipping(kwargs: dict, where: str = "algorithms.gradient_clipping") -> None:
+    """Composer checks clipping_type only when it first clips, after the first batch's forward and backward."""
+    kind, threshold = kwargs.get("clipping_type"), kwargs.get("clipping_threshold")
+    if kind is not None and kind not in CLIPPING_TYPES:
+        raise RecipeError(f"{where}.clipping_type={kind!r} is not one of {', '.join(CLIPPING_TYPES)} "
+                          "(norm: clip the gradients' global norm, as BERT does).")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not threshold > 0):
+        raise RecipeError(f"{where}.clipping_threshold={threshold!r} must be a positive number, e.g. 1.0.")
+
+
 def build_composer_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9, 0.98),
                                    eps: float = 1.0e-6, weight_decay: float = 1.0e-5) -> torch.optim.Optimizer:
     """Composer's own DecoupledAdamW (per-parameter loop), kept as a reference."""
@@ -137,7 +151,7 @@ registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupSchedul
 registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler, check=check_schedule_times)
 registry.SCHEDULERS.register("constant_with_warmup", ConstantWithWarmupScheduler, check=check_schedule_times)
 
-registry.ALGORITHMS.register("gradient_clipping", GradientClipping)
+registry.ALGORITHMS.register("gradient_clipping", GradientClipping, check=check_gradient_clipping)
 registry.ALGORITHMS.register("low_precision_layernorm", LowPrecisionLayerNorm)
 
 registry.CALLBACKS.register("speed_monitor", SpeedMonitor)
