@@ -163,6 +163,94 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / "out" / "train").exists()
 
 
+@pytest.mark.parametrize("name", ["docs.txt", "docs.jsonl", "docs.jsonl.gz"])
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
+    """UTF-8 with a byte-order mark (as Notepad and PowerShell write it) reads like plain UTF-8."""
+    texts = ["First document.", "Second document."]
+    if name.endswith(".txt"):
+        body = "\n".join(texts)
+    else:
+        body = "".join(json.dumps({"text": text}) + "\n" for text in texts)
+    data = "\ufeff".encode() + body.encode()
+    (tmp_path / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+    convert_text([tmp_path / name], tmp_path / "out", val_fraction=0.0, doc_per_line=True, progress=False)
+    assert read_split(tmp_path / "out" / "train") == texts
+
+
+def numbered_texts(folder: Path, n: int = 3) -> list[str]:
+    folder.mkdir()
+    docs = [f"Document number {i}." for i in range(n)]
+    for i, doc in enumerate(docs):
+        (folder / f"{i}.txt").write_text(doc)
+    return docs
+
+
+def test_an_input_named_twice_is_read_once(tmp_path):
+    docs = numbered_texts(tmp_path / "texts")
+    texts = tmp_path / "texts"
+    inputs = [texts / "2.txt", texts, texts / "0.txt", tmp_path / "texts" / ".." / "texts" / "1.txt"]
+    counts = convert_text(inputs, tmp_path / "out", val_fraction=0.0, progress=False)
+    assert counts["train"] == 3
+    assert read_split(tmp_path / "out" / "train") == [docs[2], docs[0], docs[1]]  # first mention decides
+
+
+def test_a_validation_file_among_the_training_inputs_is_refused(tmp_path):
+    numbered_texts(tmp_path / "texts")
+    val = tmp_path / "texts" / "0.txt"
+    with pytest.raises(RecipeError) as err:
+        convert_text([tmp_path / "texts"], tmp_path / "out", val_inputs=[val], progress=False)
+    message = str(err.value)
+    assert f"Input file {str(val)!r} is both a training input (--inputs) and a validation input (--val)" in message
+    assert "Fix: " in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stop_at", range(12))
+def test_an_interrupted_overwrite_loses_neither_dataset(tmp_path, monkeypatch, stop_at):
+    """Ctrl-C while the new splits are moved into place: until the old ones are deleted, the old dataset is
+    whole in the folder; the new one is whole throughout; the next conversion there finishes the move."""
+    (tmp_path / "old.txt").write_text("\n".join(f"old document {i}." for i in range(50)))
+    (tmp_path / "new.txt").write_text("\n".join(f"new document {i}." for i in range(50)))
+    out = tmp_path / "out"
+    options = dict(doc_per_line=True, val_fraction=0.2, train_small=30, val_small=5, progress=False)
+    convert_text([tmp_path / "old.txt"], out, **options)
+    old = {split: read_split(out / split) for split in SPLITS}
+
+    # Stop before the stop_at-th move or deletion of a split folder (the swap does 4 + 4 + 4 of them).
+    steps = []
+
+    def interrupting(real):
+        def step(path, *args, **kwargs):
+            if Path(path).parent == out:
+                steps.append(path)
+                if len(steps) > stop_at:
+                    raise KeyboardInterrupt
+            return real(path, *args, **kwargs)
+        return step
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(convert.os, "replace", interrupting(convert.os.replace))
+        patch.setattr(convert.shutil, "rmtree", interrupting(convert.shutil.rmtree))
+        convert_text([tmp_path / "new.txt"], out, overwrite=True, **options)
+
+    def dataset(beside: str) -> dict:
+        """The splits, each from its folder .<split>.<beside> when that is there, else <split>."""
+        found = {}
+        for split in SPLITS:
+            folder = out / f".{split}.{beside}"
+            found[split] = read_split(folder if folder.is_dir() else out / split)
+        return found
+
+    new = dataset("tmp")
+    assert sorted(new["train"] + new["val"]) == sorted(f"new document {i}." for i in range(50))
+    if stop_at < 8:  # nothing deleted yet
+        assert dataset("old") == old
+    with pytest.raises(RecipeError, match="already exists"):
+        convert_text([tmp_path / "old.txt"], out, **options)
+    assert {split: read_split(out / split) for split in SPLITS} == new
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLITS)  # nothing left aside
+
+
 def random_bytes(n: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 

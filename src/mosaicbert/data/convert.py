@@ -11,7 +11,7 @@ parent split, for quick runs.
 
 Each split is written to ``<out_root>/.<split>.tmp`` and renamed into place only when complete, so an
 interrupted conversion never leaves a split that looks finished. Existing non-empty splits are only
-replaced with ``overwrite=True``.
+replaced with ``overwrite=True``, and only once every new split is complete (see :func:`_swap_in`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def check_is_text(path: Path) -> None:
 
 def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files and directories (recursively, sorted, hidden entries skipped) into text files, each
-    checked to start with UTF-8 text (:func:`check_is_text`)."""
+    checked to start with UTF-8 text (:func:`check_is_text`). A file reached more than once (a folder and a
+    file in it, or a link) is kept once, where it first appears, so that no document is stored twice."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -108,15 +109,20 @@ def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise RecipeError(f"Input {str(path)!r} does not exist. Fix: pass existing text files or "
                               "directories to --inputs / --val.")
+    unique: dict[Path, Path] = {}
     for path in files:
+        unique.setdefault(path.resolve(), path)
+    for path in unique.values():
         check_is_text(path)
-    return files
+    return list(unique.values())
 
 
 def _open_text(path: Path):
+    # utf-8-sig drops a leading byte-order mark (Notepad, PowerShell), which would otherwise start the first
+    # document, or make the first JSON line unreadable; files without one read as plain UTF-8.
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
+    return open(path, encoding="utf-8-sig", errors="replace")
 
 
 def read_documents(path: Path, text_field: str = "text", doc_per_line: bool = False) -> Iterator[str]:
@@ -252,8 +258,52 @@ def _non_empty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+# Present in out_root while finished splits are moved into place (_swap_in): the .tmp folders then are complete.
+_SWAP_MARKER = ".replacing"
+
+
+def _swap_in(out_root: Path, names: Iterable[str]) -> None:
+    """Move each finished ``.<name>.tmp`` folder to ``<name>``, replacing an old split there.
+
+    Three passes, so that an interruption at any moment loses neither dataset: every old split is first
+    renamed aside to ``.<name>.old``, then every new one is renamed into place, and only then are the old ones
+    deleted. Until the deletions the old dataset is whole (aside, or still in place), and the new one is whole
+    throughout (in place, or still in ``.<name>.tmp``); deleting each old split just before its replacement
+    left a mix of old and new splits with one missing. The marker file tells a later call that the ``.tmp``
+    folders are complete, so it finishes the move (:func:`finish_interrupted_swap`) rather than discarding
+    them as an unfinished write. Each pass skips what is done, so the whole can run again from any point."""
+    names = list(names)
+    marker = out_root / _SWAP_MARKER
+    marker.touch()
+    for name in names:
+        if (out_root / f".{name}.tmp").exists() and (out_root / name).exists():
+            os.replace(out_root / name, out_root / f".{name}.old")
+    for name in names:
+        if (out_root / f".{name}.tmp").exists():
+            os.replace(out_root / f".{name}.tmp", out_root / name)
+    for name in names:
+        if (out_root / f".{name}.old").exists():
+            shutil.rmtree(out_root / f".{name}.old")
+    marker.unlink()
+
+
+def finish_interrupted_swap(out_root: str | os.PathLike) -> None:
+    """Finish moving splits into place where an interruption stopped :func:`_swap_in` (its marker is still
+    there). Those splits had been written in full by a conversion that was allowed to replace the old ones."""
+    out_root = Path(out_root)
+    if not (out_root / _SWAP_MARKER).exists():
+        return
+    names = sorted({p.name[1:].rsplit(".", 1)[0] for p in out_root.iterdir()
+                    if p.is_dir() and p.name.startswith(".") and p.name.endswith((".tmp", ".old"))})
+    log.warning("A conversion into %s was interrupted while it moved its finished splits (%s) into place; "
+                "finishing that move now.", out_root, ", ".join(names) or "none left")
+    _swap_in(out_root, names)
+
+
 def check_outputs(out_root: str | os.PathLike, names: Iterable[str], overwrite: bool) -> None:
-    """Refuse (RecipeError) to touch existing non-empty split folders unless ``overwrite``."""
+    """Refuse (RecipeError) to touch existing non-empty split folders unless ``overwrite``. A replacement of
+    splits that an interruption cut short is finished first, so that the folder holds one whole dataset."""
+    finish_interrupted_swap(out_root)
     existing = [str(Path(out_root) / name) for name in names if _non_empty_dir(Path(out_root) / name)]
     if existing and not overwrite:
         raise RecipeError(
@@ -313,15 +363,12 @@ def write_mds_splits(records: Iterable[tuple[str, dict[str, Any]]], out_root: st
             except OSError:
                 break
         raise
-    # Complete: move into place (replacing the old split only now, when overwrite was asked for).
-    for name, tmp in tmp_dirs.items():
-        final = out_root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if counts[name] == 0:
+    # Complete: move into place (replacing the old splits only now, when overwrite was asked for).
+    _swap_in(out_root, tmp_dirs)
+    for name, count in counts.items():
+        if count == 0:
             log.warning("Split %s is empty: a dataloader cannot read it (more input text, a larger "
-                        "val_fraction or explicit val inputs fill it)", final)
+                        "val_fraction or explicit val inputs fill it)", out_root / name)
     return counts
 
 
@@ -384,6 +431,13 @@ def convert_text(inputs: Sequence[str | os.PathLike], out_root: str | os.PathLik
     # Resolve inputs now so a bad path fails before anything is written.
     train_files = find_input_files(inputs)
     val_files = find_input_files(val_inputs) if val_inputs else []
+    training = {path.resolve() for path in train_files}
+    for path in val_files:
+        if path.resolve() in training:
+            raise RecipeError(
+                f"Input file {str(path)!r} is both a training input (--inputs) and a validation input (--val): its "
+                "documents would be in train and in val. Nothing was written. Fix: keep validation files out of "
+                "the --inputs files and folders (e.g. move them to a folder of their own), or leave it out of --val.")
 
     def documents() -> Iterator[tuple[str, str]]:
         for path in train_files:
