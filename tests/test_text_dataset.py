@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from composer.core import DataSpec
+from composer.utils import reproducibility
 from streaming import MDSWriter
 
 from mosaicbert.data.convert import convert_text
@@ -163,6 +164,29 @@ def test_iterating_leaves_the_global_torch_rng_alone(tokenizer, text_mds):
     list(spec.dataloader)
     list(spec.dataloader)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_unset_seeds_follow_the_run_seed(tokenizer, text_mds):
+    """Without shuffle_seed / mask_seed a loader takes its order and masks from the run's seed (the recipe
+    passes its ``seed``): the same seed gives the same batches, another seed another order and other masks.
+    Values set in the section still win."""
+    def batches(run_seed, shuffle, **kwargs):
+        reproducibility.seed_all(0)  # the global RNG plays no part
+        spec = loader(tokenizer, text_mds, shuffle=shuffle, mlm_probability=0.3, run_seed=run_seed, **kwargs)
+        found = list(spec.dataloader)
+        del spec
+        gc.collect()
+        return [b["sample_idx"] for b in found], torch.cat([b["labels"] for b in found])
+
+    order_1, _ = batches(1, shuffle=True)
+    order_2, _ = batches(2, shuffle=True)
+    assert order_1 == batches(1, shuffle=True)[0] and order_1 != order_2
+    _, masks_1 = batches(1, shuffle=False)
+    _, masks_2 = batches(2, shuffle=False)
+    assert torch.equal(masks_1, batches(1, shuffle=False)[1]) and not torch.equal(masks_1, masks_2)
+    pinned = dict(shuffle_seed=5, mask_seed=5)
+    assert batches(1, shuffle=True, **pinned)[0] == batches(2, shuffle=True, **pinned)[0]
+    assert torch.equal(batches(1, shuffle=False, **pinned)[1], batches(2, shuffle=False, **pinned)[1])
 
 
 def test_missing_data_errors(tokenizer, tmp_path, text_mds):

@@ -121,6 +121,21 @@ def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path):
     second.close()
 
 
+def test_the_run_seed_sets_the_data_order_and_masks(tiny_mds, tmp_path):
+    def first_batch(seed):
+        overrides = tiny_overrides(tiny_mds, str(tmp_path / f"s{seed}"), seed=seed) + ["save_folder=null"]
+        trainer = build_pretraining_trainer(load_config(DEMO, overrides))
+        batch = next(iter(trainer.state.train_dataloader))
+        trainer.close()
+        return [int(i) for i in batch["sample_idx"]], batch["labels"]
+
+    order, labels = first_batch(1)
+    again, same_labels = first_batch(1)
+    other, _ = first_batch(2)
+    assert order == again and torch.equal(labels, same_labels)
+    assert order != other
+
+
 def test_a_new_run_refuses_a_local_save_folder_with_an_earlier_runs_checkpoints(tiny_mds, tmp_path):
     folder = tmp_path / "ckpt"
     overrides = tiny_overrides(tiny_mds, str(folder), max_duration="3ba", save_overwrite="false")

@@ -97,7 +97,7 @@ def split_named(section: dict, where: str) -> tuple[str, dict]:
 # The tables
 # ----------------------------------------------------------------------------------------------
 MODELS = Registry("model", injected=("tokenizer", "max_seq_len"))
-DATALOADERS = Registry("dataloader", injected=("tokenizer", "max_seq_len", "device_batch_size"))
+DATALOADERS = Registry("dataloader", injected=("tokenizer", "max_seq_len", "device_batch_size", "run_seed"))
 OPTIMIZERS = Registry("optimizer", injected=("params",))
 SCHEDULERS = Registry("scheduler")
 ALGORITHMS = Registry("algorithm")

@@ -212,6 +212,15 @@ def _num_samples_in_batch(batch: dict[str, torch.Tensor]) -> int:
 SAMPLING_METHODS = ("balanced", "fixed")
 
 
+def seeds_from_run(run_seed: int) -> tuple[int, int]:
+    """``(shuffle_seed, mask_seed)`` of a loader whose section sets neither, from the run's seed.
+
+    Hashed, not the seed itself: streaming shuffles epoch ``e`` with ``shuffle_seed + e``, so runs with seeds
+    1 and 2 would otherwise see the same orders one epoch apart."""
+    shuffle_seed, mask_seed = np.random.SeedSequence(run_seed).generate_state(2)
+    return int(shuffle_seed), int(mask_seed)
+
+
 def check_text_loader(kwargs: dict, where: str = "train_loader") -> None:
     """Recipe-time check of a ``text`` loader section (the registry calls it before anything is built): the
     values torch's DataLoader and streaming would otherwise reject with a traceback once training starts."""
@@ -246,9 +255,10 @@ def build_text_dataloader(
     remote: str | None = None,
     split: str | None = None,
     shuffle: bool = False,
-    shuffle_seed: int = 9176,
+    shuffle_seed: int | None = None,
     mlm_probability: float = 0.15,
-    mask_seed: int = 0,
+    mask_seed: int | None = None,
+    run_seed: int = 0,
     fixed_masks: bool = False,
     pad_to: str = "max_seq_len",
     num_workers: int = 8,
@@ -272,7 +282,8 @@ def build_text_dataloader(
     ``pad_to="longest"``): ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``.
     Masking is deterministic per (``mask_seed``, epoch, sample), or per (``mask_seed``, sample) with
     ``fixed_masks`` (evaluation: every evaluation sees the same masks, so evaluations compare with each other
-    and a resumed run evaluates exactly as an uninterrupted one); the ``StreamingDataLoader`` carries
+    and a resumed run evaluates exactly as an uninterrupted one). ``shuffle_seed`` and ``mask_seed`` left
+    unset come from ``run_seed``, the recipe's ``seed`` (:func:`seeds_from_run`); the ``StreamingDataLoader`` carries
     its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
@@ -285,6 +296,9 @@ def build_text_dataloader(
         raise RecipeError(f"num_workers={num_workers!r} is negative. Fix: use 0 (load in the main process) "
                           "or a positive number of dataloader worker processes.")
     check_mds_folder(local, split, remote)
+    run_shuffle_seed, run_mask_seed = seeds_from_run(run_seed)  # the same on every rank and on resumption
+    shuffle_seed = run_shuffle_seed if shuffle_seed is None else shuffle_seed
+    mask_seed = run_mask_seed if mask_seed is None else mask_seed
 
     try:
         dataset = StreamingTextDataset(

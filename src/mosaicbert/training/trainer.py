@@ -168,11 +168,12 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
     model = registry.build_named(registry.MODELS, cfg.model, tokenizer=tokenizer, max_seq_len=cfg.max_seq_len)
     train_loader = registry.build_named(registry.DATALOADERS, cfg.train_loader, tokenizer=tokenizer,
-                                        max_seq_len=cfg.max_seq_len, device_batch_size=per_device)
+                                        max_seq_len=cfg.max_seq_len, device_batch_size=per_device, run_seed=cfg.seed)
     eval_loader = None
     if cfg.eval_loader is not None:
         eval_loader = registry.build_named(registry.DATALOADERS, cfg.eval_loader, tokenizer=tokenizer,
-                                           max_seq_len=cfg.max_seq_len, device_batch_size=cfg.device_eval_batch_size)
+                                           max_seq_len=cfg.max_seq_len, device_batch_size=cfg.device_eval_batch_size,
+                                           run_seed=cfg.seed)
     optimizer, scheduler, algorithms, callbacks, loggers = build_optimization(cfg, model)
     callbacks.append(RecipeMetadata(model.family.name, model.model.config.to_dict(), cfg.tokenizer_name,
                                     recipe=to_dict(cfg)))
