@@ -184,6 +184,8 @@ def test_unset_seeds_follow_the_run_seed(tokenizer, text_mds):
     _, masks_1 = batches(1, shuffle=False)
     _, masks_2 = batches(2, shuffle=False)
     assert torch.equal(masks_1, batches(1, shuffle=False)[1]) and not torch.equal(masks_1, masks_2)
+    # Fixed (evaluation) masks are the same whatever the run's seed: runs evaluate on the same tokens.
+    assert torch.equal(batches(1, shuffle=False, fixed_masks=True)[1], batches(2, shuffle=False, fixed_masks=True)[1])
     pinned = dict(shuffle_seed=5, mask_seed=5)
     assert batches(1, shuffle=True, **pinned)[0] == batches(2, shuffle=True, **pinned)[0]
     assert torch.equal(batches(1, shuffle=False, **pinned)[1], batches(2, shuffle=False, **pinned)[1])

@@ -283,7 +283,8 @@ def build_text_dataloader(
     Masking is deterministic per (``mask_seed``, epoch, sample), or per (``mask_seed``, sample) with
     ``fixed_masks`` (evaluation: every evaluation sees the same masks, so evaluations compare with each other
     and a resumed run evaluates exactly as an uninterrupted one). ``shuffle_seed`` and ``mask_seed`` left
-    unset come from ``run_seed``, the recipe's ``seed`` (:func:`seeds_from_run`); the ``StreamingDataLoader`` carries
+    unset come from ``run_seed``, the recipe's ``seed`` (:func:`seeds_from_run`), except that fixed masks
+    default to ``mask_seed`` 0 for every run; the ``StreamingDataLoader`` carries
     its position in ``state_dict`` so Composer resumes mid-epoch exactly. ``num_workers=0`` loads in
     the main process (prefetch/persistent workers are then switched off automatically).
     The DataSpec counts real (attention_mask) tokens for Composer's token-based time.
@@ -298,7 +299,10 @@ def build_text_dataloader(
     check_mds_folder(local, split, remote)
     run_shuffle_seed, run_mask_seed = seeds_from_run(run_seed)  # the same on every rank and on resumption
     shuffle_seed = run_shuffle_seed if shuffle_seed is None else shuffle_seed
-    mask_seed = run_mask_seed if mask_seed is None else mask_seed
+    if mask_seed is None:
+        # Fixed (evaluation) masks stay the same for every run, so that runs with different seeds are
+        # evaluated on the same masked tokens.
+        mask_seed = 0 if fixed_masks else run_mask_seed
 
     try:
         dataset = StreamingTextDataset(
