@@ -3,6 +3,7 @@
 import gc
 import inspect
 import json
+import re
 import typing
 
 import numpy as np
@@ -214,6 +215,19 @@ def test_empty_split_error(tokenizer, tmp_path):
     with pytest.raises(RecipeError, match="is empty"):
         build_text_dataloader(tokenizer=tokenizer, max_seq_len=SEQ, device_batch_size=1, local=str(tmp_path / "mds"),
                               split="val")
+
+
+def test_a_split_smaller_than_one_batch_is_refused_where_drop_last_would_leave_no_batch(tokenizer, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"{i}.txt").write_text(f"Document number {i} is short.")
+    convert_text([docs], tmp_path / "mds", val_fraction=0.0, progress=False)
+    kwargs = dict(tokenizer=tokenizer, max_seq_len=SEQ, local=str(tmp_path / "mds"), split="train", num_workers=0)
+    with pytest.raises(RecipeError, match=re.escape("holds 3 sample(s), 3 per process: fewer than one batch of 4")):
+        build_text_dataloader(device_batch_size=4, **kwargs)
+    assert len(build_text_dataloader(device_batch_size=3, **kwargs).dataloader) == 1
+    assert len(build_text_dataloader(device_batch_size=4, drop_last=False, **kwargs).dataloader) == 1
 
 
 # ----------------------------------------------------------------------------------------------------

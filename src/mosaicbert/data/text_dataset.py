@@ -354,6 +354,14 @@ def build_text_dataloader(
         # never interrupted. Nothing here uses worker RNG: masks come from per-sample generators.
         generator=torch.Generator(),
     )
+    if drop_last and len(dataloader) == 0:
+        # Composer would loop over empty epochs for ever, warning only "No batches were trained".
+        raise RecipeError(
+            f"The MDS split {split or ''!r} of {local!r} holds {dataset.size} sample(s), {len(dataset)} per process: "
+            f"fewer than one batch of {device_batch_size} per process, and with drop_last an epoch of it has no "
+            "batch, so training would never advance. Convert more text (or, for val, a larger --val_fraction), "
+            "lower global_train_batch_size / device_eval_batch_size, or set drop_last: false in the loader section."
+        )
     return DataSpec(dataloader, get_num_samples_in_batch=_num_samples_in_batch,
                     get_num_tokens_in_batch=_num_tokens_in_batch, split_batch=split_batch)
 
