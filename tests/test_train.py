@@ -230,15 +230,35 @@ def test_compile_config_optimize_ddp_is_a_dynamo_setting_not_a_compile_argument(
     before = torch._dynamo.config.optimize_ddp
     try:
         torch._dynamo.config.optimize_ddp = True
-        kwargs = trainer_kwargs(cfg, "cpu", 4)
+        kwargs = trainer_kwargs(cfg, "gpu", 4)  # on CPU, older torch trains eagerly (the next test)
         assert kwargs["compile_config"] == {"dynamic": True}  # torch.compile would reject optimize_ddp
         assert torch._dynamo.config.optimize_ddp is False
         assert cfg.compile_config["optimize_ddp"] is False  # the recipe itself is left as written
         # A later build in the same process without the key (the next fine-tuning job) gets torch's default.
-        trainer_kwargs(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path))), "cpu", 4)
+        trainer_kwargs(load_config(DEMO, tiny_overrides(tiny_mds, str(tmp_path))), "gpu", 4)
         assert torch._dynamo.config.optimize_ddp == TORCH_OPTIMIZE_DDP
     finally:
         torch._dynamo.config.optimize_ddp = before
+
+
+def test_the_base_recipe_trains_on_cpu_as_the_readme_says(tiny_mds, tmp_path, caplog):
+    """``main.py yamls/mosaicbert-base.yaml precision=fp32 device=cpu``, tiny: compiled where torch's Inductor can
+    build the model's CPU kernels, eagerly (with a warning) where it cannot."""
+    from mosaicbert.training.time_budget import compiled_graph_count
+    from mosaicbert.training.trainer import CPU_COMPILE_MIN_TORCH, torch_version
+
+    base = os.path.join(REPO, "yamls", "mosaicbert-base.yaml")
+    overrides = tiny_overrides(tiny_mds, str(tmp_path), max_duration="2ba", precision="fp32", device="cpu",
+                               eval_loader="null")
+    graphs = compiled_graph_count()
+    trainer = build_pretraining_trainer(load_config(base, overrides + ["save_folder=null"]))
+    trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 2
+    assert torch.isfinite(torch.as_tensor(trainer.state.loss)).all()
+    eager = torch_version() < CPU_COMPILE_MIN_TORCH
+    assert ("cannot compile this recipe's models on CPU" in caplog.text) == eager
+    assert (compiled_graph_count() > graphs) != eager
+    trainer.close()
 
 
 def test_training_summary_counts_the_real_tokens_after_its_window(tiny_mds, tmp_path, capsys):

@@ -135,10 +135,29 @@ def torch_compile_kwargs(compile_config) -> Optional[dict]:
     return kwargs
 
 
+# torch 2.7's Inductor writes C++ that does not compile for the MLM loss's backward on CPU ("conflicting
+# declaration 'float tmp_acc0_arr [2]'"); torch 2.11 compiles it. Versions between are not tested.
+CPU_COMPILE_MIN_TORCH = (2, 11)
+
+
+def torch_version() -> tuple[int, int]:
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def device_compile_config(compile_config: Optional[dict], device: str) -> Optional[dict]:
+    """The recipe's torch.compile arguments, or None (eager) on CPU with a torch whose Inductor fails there."""
+    if compile_config is not None and device == "cpu" and torch_version() < CPU_COMPILE_MIN_TORCH:
+        log.warning("torch %s cannot compile this recipe's models on CPU (an Inductor C++ code generation bug, "
+                    "fixed by torch %d.%d): training without torch.compile. Compilation is for GPUs; on CPU "
+                    "set compile_config=null to silence this.", torch.__version__, *CPU_COMPILE_MIN_TORCH)
+        return None
+    return compile_config
+
+
 def trainer_kwargs(cfg: TrainerConfig, device: str, microbatch) -> dict:
     """Trainer arguments that come straight from the shared top-level keys."""
     parallelism = {"fsdp": cfg.fsdp_config} if cfg.fsdp_config is not None else None
-    compile_config = torch_compile_kwargs(cfg.compile_config)
+    compile_config = device_compile_config(torch_compile_kwargs(cfg.compile_config), device)
     return dict(
         run_name=cfg.run_name, seed=cfg.seed, device=device, precision=cfg.precision,
         max_duration=cfg.max_duration, eval_interval=cfg.eval_interval,
