@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 # The same suite on a newer stack (requirements-new-stack.txt: torch 2.11, transformers 5) in .venv-new,
-# about 5 GB. Composer and streaming go in without their pins (torch < 2.7.1, numpy < 2.3, transformers < 5).
+# about 5 GB. Composer and streaming go in without their pins (torch < 2.7.1; numpy < 2.3 and < 2.2; transformers < 5).
 NEW_VENV := .venv-new
 NEW_PY := $(NEW_VENV)/bin/python
 NEW_STAMP := $(NEW_VENV)/.installed

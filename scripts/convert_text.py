@@ -1,7 +1,7 @@
 """Convert local text files into MDS splits (train, val, train_small, val_small) for pretraining.
 
-Inputs are files or directories of .txt (one document per file, or one per line with --doc_per_line),
-.jsonl or .jsonl.gz (the document in field --text_field). Examples:
+Inputs are files or directories of .txt or .txt.gz (one document per file, or one per line with
+--doc_per_line), .jsonl or .jsonl.gz (the document in field --text_field). Examples:
 
     python scripts/convert_text.py --inputs my_texts/ --out_root data/my_text --chunk_chars 600
     python scripts/convert_text.py --inputs train.jsonl.gz --val val.jsonl.gz --out_root data/my_text
