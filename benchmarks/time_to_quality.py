@@ -518,19 +518,32 @@ def report(args, sweep, sweep_curves, best, represented, long_runs, long_curves)
     trained again by --retrain_best) -> its settings."""
     labels = {name: label for name, (_, label) in MODELS.items()}
     again_curves = curves(args, {name: run for name, run in represented.items() if name not in sweep})
-    budgets = {f"{args.budget_s:g}s": comparison(args, represented, {**sweep_curves, **again_curves})}
+    sweep_best = {name: sweep[name] for name in best.values()}
+    budgets, titles = {}, {}
+    if set(represented) != set(sweep_best):
+        # The sweep's best runs themselves, next to those settings trained again (which is what is fine-tuned):
+        # two runs of one setting can end far apart, and "best against best" means the sweep's.
+        key = f"{args.budget_s:g}s-sweep"
+        budgets[key] = comparison(args, sweep_best, sweep_curves)
+        titles[key] = f"{args.budget_s:g} s of training each, the sweep's best runs"
+    key = f"{args.budget_s:g}s"
+    budgets[key] = comparison(args, represented, {**sweep_curves, **again_curves})
+    titles[key] = f"{args.budget_s:g} s of training each" + (", trained again" if key + "-sweep" in budgets else "")
     if long_runs:
-        budgets[f"{args.long_budget_s:g}s"] = comparison(args, long_runs, long_curves)
+        key = f"{args.long_budget_s:g}s"
+        budgets[key] = comparison(args, long_runs, long_curves)
+        titles[key] = f"{args.long_budget_s:g} s of training each"
     parts = ["## The sweep\n", sweep_table(sweep, sweep_curves, best)]
     for budget, summary in budgets.items():
         settings = ", ".join(f"{labels[m]} lr {s['lr']:g}, warm-up {s['warmup']}" for m, s in summary["settings"].items())
-        parts += [f"\n## Best against best, {budget} of training each ({settings})\n", ttq.markdown(summary, labels)]
+        parts += [f"\n## Best against best, {titles[budget]} ({settings})\n", ttq.markdown(summary, labels)]
     table = "".join(parts)
     plot = args.plot or os.path.join(args.out, "time_to_quality.png")
-    faint = {name: sweep_curves[name] for name in sweep if name not in represented}
+    faint = {name: sweep_curves[name] for name in sweep if name not in represented and name not in sweep_best}
     bold = {f"{labels[model]}, {budget}": budgets[budget]["runs"][model]["curve"]
             for budget in budgets for model in MODELS}
-    plot_time_to_quality(bold, faint, plot, target=budgets[f"{args.budget_s:g}s"]["target_loss"],
+    plot_time_to_quality(bold, faint, plot, target=budgets.get(f"{args.budget_s:g}s-sweep",
+                                                               budgets[f"{args.budget_s:g}s"])["target_loss"],
                          target_label=f"{labels[BASELINE]}'s final loss at {args.budget_s:g} s")
     record = {**progress_record(args, sweep, {**represented, **long_runs}), "budgets": budgets}
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -35,6 +35,14 @@ def test_time_to_reach_takes_the_first_crossing():
     assert pareto.time_to_reach(c, 6.0) == pytest.approx(10 + 10 * 2 / 3)
 
 
+def test_a_nan_evaluation_is_skipped_and_a_diverged_run_is_never_the_best():
+    assert pareto.time_to_reach(curve((15, 6.5), (30, math.nan), (45, 5.0)), 6.0) == pytest.approx(25.0)
+    runs = {"diverged": curve((10, 6.0), (20, math.nan)), "good": curve((10, 6.0), (20, 5.3)),
+            "worse": curve((10, 6.0), (20, 5.8))}
+    for order in (list(runs), list(reversed(list(runs)))):
+        assert pareto.best_run({name: runs[name] for name in order}) == "good"
+
+
 def test_compare_reports_the_fraction_of_the_baseline_time():
     runs = {"base": {"curve": curve((100, 7.0), (300, 6.0)), "downstream": {"mean": 0.7, "std": 0.01, "n": 3}},
             "fast": {"curve": curve((100, 6.5), (200, 5.5), (300, 5.0)), "downstream": None}}
@@ -221,6 +229,12 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
         assert 3.0 <= again["curve"][-1]["seconds"] < 4.5
         long_run = with_again["budgets"]["4s"]["runs"][model]
         assert long_run["downstream"]["n"] == 2 and 4.0 <= long_run["curve"][-1]["seconds"] < 5.5
+    # Best against best is also reported for the sweep's own best runs, which the retrained runs may not match.
+    sweep_best = with_again["budgets"]["3s-sweep"]
+    assert {m: s["run"] for m, s in sweep_best["settings"].items()} == record["best"]
+    assert sweep_best["target_loss"] == record["sweep"][record["best"]["bert"]]["final"]["loss"]
+    results_md = (tmp_path / "elsewhere" / "results.md").read_text()
+    assert "3 s of training each, the sweep's best runs" in results_md and "3 s of training each, trained again" in results_md
     # ... and its summary continues the whole experiment in yet another place, with nothing left to do.
     final = subprocess.run([*elsewhere_command("final", tmp_path / "elsewhere.json"), "--retrain_best",
                             "--long_budget_s", "4"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

@@ -68,9 +68,11 @@ def write_eval_log(curve: Sequence[Mapping[str, float]], metrics_path: str) -> N
 
 def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float) -> Optional[float]:
     """Training seconds at which ``curve`` first gets down to ``loss`` (linear between evaluations);
-    ``None`` if it never does."""
+    ``None`` if it never does. An evaluation whose loss is NaN is skipped."""
     previous = None
     for point in curve:
+        if math.isnan(point["loss"]):
+            continue
         if point["loss"] <= loss:
             if previous is None or previous["loss"] == point["loss"]:
                 return point["seconds"]
@@ -87,13 +89,18 @@ def retrained_name(name: str) -> str:
 
 
 def best_run(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
-    """The name of the run whose last evaluation has the lowest loss (a sweep's representative)."""
+    """The name of the run whose last evaluation has the lowest loss (a sweep's representative); a run that
+    ended at NaN (diverged) is never chosen over one that did not."""
     if not curves:
         raise RecipeError("No runs to choose the best of.")
     empty = [name for name, curve in curves.items() if not curve]
     if empty:
         raise RecipeError(f"Run {empty[0]!r} logged no evaluation; it needs eval_loader and eval_every_seconds.")
-    return min(curves, key=lambda name: curves[name][-1]["loss"])
+    return min(curves, key=lambda name: _finite_or_inf(curves[name][-1]["loss"]))
+
+
+def _finite_or_inf(loss: float) -> float:
+    return loss if math.isfinite(loss) else math.inf
 
 
 def downstream_accuracy(results_path: str, task: str) -> dict[str, float]:
