@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -227,6 +228,65 @@ def test_autoresume_with_an_empty_folder_starts_from_the_beginning(s3_env, tiny_
         **{"loggers.jsonl.path": str(tmp_path / "m.jsonl")})))
     assert int(trainer.state.timestamp.batch) == 0
     trainer.close()
+
+
+def test_latest_without_its_symlink_means_the_folders_newest_complete_checkpoint(s3_env, reference):
+    """After a pre-emption the .symlink may never have been uploaded."""
+    from mosaicbert.object_store import resolve_checkpoint
+
+    s3, bucket = s3_env, new_bucket(s3_env)
+    put(s3, bucket, "run/ep0-ba4-rank0.pt", checkpoint_bytes(reference, 4))
+    put(s3, bucket, "run/ep0-ba8-rank0.pt", checkpoint_bytes(reference, 8))
+    for name in ("latest-rank0.pt", "latest-rank0.pt.symlink"):
+        assert resolve_checkpoint(f"s3://{bucket}/run/{name}", "load_path") == f"s3://{bucket}/run/ep0-ba8-rank0.pt"
+    with pytest.raises(RecipeError, match=re.escape(f"the run has no latest-rank0.pt (nor its .symlink) and "
+                                                    f"s3://{bucket}/empty holds no complete checkpoint")):
+        resolve_checkpoint(f"s3://{bucket}/empty/latest-rank0.pt.symlink", "load_path")
+
+
+def test_continuing_an_s3_run_with_load_path_is_not_refused_as_an_earlier_run(s3_env, reference, tiny_mds, tmp_path):
+    """What the lost-rank message advises without autoresume: load_path set to the folder's latest checkpoint."""
+    s3, bucket = s3_env, new_bucket(s3_env)
+    put(s3, bucket, "run/ep0-ba4-rank0.pt", checkpoint_bytes(reference, 4))
+    base = tiny_overrides(tiny_mds, f"s3://{bucket}/run", run_name="r", save_overwrite="false", **RUN,
+                          **{"loggers.jsonl.path": str(tmp_path / "m.jsonl")})
+    with pytest.raises(RecipeError, match="already holds 1 checkpoint"):
+        build_pretraining_trainer(load_config(DEMO, base))
+    trainer = build_pretraining_trainer(load_config(DEMO, base + [f"load_path=s3://{bucket}/run"]))
+    assert int(trainer.state.timestamp.batch) == 4
+    trainer.close()
+
+
+def test_autoresume_that_finds_a_checkpoint_does_not_need_the_local_load_path(s3_env, reference, tiny_mds, tmp_path):
+    """A recipe that starts from local initial weights, relaunched on a machine that lacks them: Composer
+    loads the autoresume checkpoint instead of load_path."""
+    s3, bucket = s3_env, new_bucket(s3_env)
+    put(s3, bucket, "run/ep0-ba4-rank0.pt", checkpoint_bytes(reference, 4))
+    overrides = tiny_overrides(tiny_mds, f"s3://{bucket}/run", run_name="r", autoresume="true", **RUN,
+                               **{"loggers.jsonl.path": str(tmp_path / "m.jsonl")})
+    trainer = build_pretraining_trainer(load_config(DEMO, overrides + [f"load_path={tmp_path / 'absent.pt'}"]))
+    assert int(trainer.state.timestamp.batch) == 4
+    trainer.close()
+    with pytest.raises(RecipeError, match="absent.pt"):  # with nothing to resume, load_path is what starts the run
+        build_pretraining_trainer(load_config(DEMO, tiny_overrides(
+            tiny_mds, f"s3://{new_bucket(s3)}/run", run_name="r", autoresume="true", **RUN,
+            **{"loggers.jsonl.path": str(tmp_path / "m2.jsonl"), "load_path": str(tmp_path / "absent.pt")})))
+
+
+def test_every_rank_takes_rank_zeros_object_store_arguments(monkeypatch):
+    from composer.utils import dist
+
+    from mosaicbert.training import trainer as trainer_module
+
+    mine, rank_zeros = {"load_path": "s3://b/run/ep0-ba4-rank0.pt"}, {"load_path": "s3://b/run/ep0-ba8-rank0.pt"}
+
+    def broadcast(objects, src):
+        assert src == 0
+        objects[0] = rank_zeros
+
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    assert trainer_module.agree_with_rank_zero(mine) == rank_zeros
 
 
 # ----------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # Without FSDP's sharded state dicts, rank 0 writes the whole checkpoint.
 CHECKPOINT_NAME = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
 SYMLINK_SUFFIX = ".symlink"
+LATEST_NAME = "latest-rank0.pt"  # Composer's name for the run's newest checkpoint (an object or a .symlink)
 
 # One try and one retry, a few seconds each: a wrong endpoint fails in seconds, not after minutes.
 CONNECT_TIMEOUT_S = 3
@@ -260,7 +261,9 @@ def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
     """The object a checkpoint URI means, checked to be a complete checkpoint:
 
     - a checkpoint object (``.../ep0-ba100-rank0.pt``);
-    - Composer's ``.../latest-rank0.pt`` (followed through its ``latest-rank0.pt.symlink`` object);
+    - Composer's ``.../latest-rank0.pt`` (followed through its ``latest-rank0.pt.symlink`` object; where
+      neither exists, as after a pre-emption that came before the link was uploaded, the folder's newest
+      complete checkpoint);
     - a folder (``s3://bucket/run`` or ``s3://bucket/run/``): its newest complete checkpoint.
 
     Anything else is a RecipeError naming the fix: unreachable store, wrong credentials, missing bucket,
@@ -269,6 +272,17 @@ def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
     bucket, key = split_s3(uri)
     s3 = client()
     try:
+        latest = key.removesuffix(SYMLINK_SUFFIX)
+        if (os.path.basename(latest) == LATEST_NAME and _head(s3, bucket, latest) is None
+                and _head(s3, bucket, latest + SYMLINK_SUFFIX) is None):
+            folder = f"s3://{bucket}/{os.path.dirname(key)}"
+            found = latest_checkpoint(folder, what, s3)
+            if found is None:
+                raise RecipeError(f"{what} {uri!r}: the run has no {LATEST_NAME} (nor its {SYMLINK_SUFFIX}) and "
+                                  f"{folder} holds no complete checkpoint (ep<E>-ba<B>-rank0.pt). Give the URI of "
+                                  "a checkpoint, or the save_folder of a run that saved one.")
+            log.info("%s: %s has no %s; using its newest complete checkpoint, %s", what, folder, LATEST_NAME, found)
+            return found
         target = key
         if key.endswith(SYMLINK_SUFFIX) or (key and _head(s3, bucket, key) is None
                                             and _head(s3, bucket, key + SYMLINK_SUFFIX) is not None):
@@ -370,7 +384,9 @@ def pretraining_store_kwargs(cfg) -> dict:
                 kwargs.update(load_path=found, load_weights_only=False)
                 return kwargs
             log.info("Autoresume: no checkpoint in %s yet; starting from the beginning.", folder)
-        elif not cfg.save_overwrite:
+        elif not cfg.save_overwrite and not cfg.load_path:
+            # With load_path (e.g. the latest checkpoint of this folder, to continue it) the run saves only
+            # batches after the loaded one.
             refuse_earlier_checkpoints(folder, cfg.save_interval, s3)
     if is_s3(cfg.load_path):
         kwargs["load_path"] = resolve_checkpoint(cfg.load_path, "load_path")

@@ -130,6 +130,12 @@ def refuse_earlier_local_checkpoints(save_folder: str, run_name: str) -> None:
         raise RecipeError(earlier_run_message(folder, names, "Composer would refuse to start"))
 
 
+def has_local_checkpoint(save_folder: str, run_name: str) -> bool:
+    """Whether the run's local save folder holds a checkpoint for autoresume to continue from."""
+    folder = run_save_folder(save_folder, run_name)
+    return os.path.isdir(folder) and any(checkpoint_batch(name) is not None for name in os.listdir(folder))
+
+
 def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:
     """Before an autoresume start, on the process of global rank 0, with a local ``save_folder``: remove
     partial checkpoint files of killed writes, and point ``latest-rank0.pt`` at the newest complete

@@ -17,7 +17,12 @@ from ..object_store import pretraining_store_kwargs, run_save_folder
 from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
-from .checkpointing import prepare_autoresume, refuse_earlier_local_checkpoints, use_atomic_checkpoint_writes
+from .checkpointing import (
+    has_local_checkpoint,
+    prepare_autoresume,
+    refuse_earlier_local_checkpoints,
+    use_atomic_checkpoint_writes,
+)
 from .multinode import join_ranks, node_specific_signal_files
 from .time_budget import eval_interval_for
 
@@ -95,21 +100,37 @@ def check_on_some_ranks(check: Callable[[], object], run_here: bool) -> None:
         raise RecipeError(problem)
 
 
-def check_starting_checkpoint(cfg: TrainerConfig) -> None:
-    """A local load_path is a complete checkpoint (checked once per node: it reads the whole file); with
-    autoresume and a local save_folder, rank 0 tidies the folder and checks the checkpoint to resume
-    (:func:`~mosaicbert.training.checkpointing.prepare_autoresume`); without it, a new run refuses a local
-    save_folder that holds an earlier run's checkpoints. Every rank stops on a problem."""
-    if cfg.load_path and "://" not in cfg.load_path:
-        check_on_some_ranks(lambda: check_checkpoint_file(cfg.load_path, key="load_path"),
-                            run_here=dist.get_local_rank() == 0)
-    if cfg.autoresume and "://" not in cfg.save_folder:
+def check_starting_checkpoint(cfg: TrainerConfig, store_kwargs: dict) -> None:
+    """With autoresume and a local save_folder, rank 0 tidies the folder and checks the checkpoint to resume
+    (:func:`~mosaicbert.training.checkpointing.prepare_autoresume`); without autoresume, a new run refuses a
+    local save_folder that holds an earlier run's checkpoints. A local load_path is then checked to be a
+    complete checkpoint (once per node: it reads the whole file), unless autoresume found a checkpoint, which
+    Composer loads instead. Every rank stops on a problem. ``store_kwargs``: what
+    :func:`~mosaicbert.object_store.pretraining_store_kwargs` returned (an s3:// autoresume's checkpoint)."""
+    local_folder = bool(cfg.save_folder) and "://" not in cfg.save_folder
+    resumes = cfg.autoresume and "load_path" in store_kwargs
+    if cfg.autoresume and local_folder:
         check_on_some_ranks(lambda: prepare_autoresume(cfg.save_folder, cfg.run_name),
                             run_here=dist.get_global_rank() == 0)
-    elif cfg.save_folder and "://" not in cfg.save_folder and not cfg.save_overwrite and not cfg.load_path:
+        resumes = has_local_checkpoint(cfg.save_folder, cfg.run_name)
+    elif local_folder and not cfg.save_overwrite and not cfg.load_path:
         # With load_path, Composer's own check compares names with the loaded checkpoint's batch count.
         check_on_some_ranks(lambda: refuse_earlier_local_checkpoints(cfg.save_folder, cfg.run_name),
                             run_here=dist.get_global_rank() == 0)
+    if cfg.load_path and "://" not in cfg.load_path and not resumes:
+        check_on_some_ranks(lambda: check_checkpoint_file(cfg.load_path, key="load_path"),
+                            run_here=dist.get_local_rank() == 0)
+
+
+def agree_with_rank_zero(store_kwargs: dict) -> dict:
+    """Rank 0's object-store arguments on every rank. Each rank lists the bucket by itself, and the
+    newest checkpoint can change in between (a pre-empted run's last upload finishing while the nodes
+    start): ranks that resumed from different checkpoints would disagree on batch, data order and schedule."""
+    if dist.get_world_size() == 1:
+        return store_kwargs
+    shared = [store_kwargs]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def build_optimization(cfg: TrainerConfig, model: torch.nn.Module):
@@ -181,7 +202,8 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     check_checkpointing(cfg)
     store_kwargs = pretraining_store_kwargs(cfg)  # s3:// URIs checked, autoresume's checkpoint found
     join_ranks(device, cfg.dist_timeout)
-    check_starting_checkpoint(cfg)
+    store_kwargs = agree_with_rank_zero(store_kwargs)
+    check_starting_checkpoint(cfg, store_kwargs)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
 
     reproducibility.seed_all(cfg.seed)  # same initial weights on every rank and every run
