@@ -234,7 +234,8 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert {m: s["run"] for m, s in sweep_best["settings"].items()} == record["best"]
     assert sweep_best["target_loss"] == record["sweep"][record["best"]["bert"]]["final"]["loss"]
     results_md = (tmp_path / "elsewhere" / "results.md").read_text()
-    assert "3 s of training each, the sweep's best runs" in results_md and "3 s of training each, trained again" in results_md
+    assert "3 s of training each, the sweep's best runs" in results_md
+    assert "3 s of training each, trained again" in results_md
     # ... and its summary continues the whole experiment in yet another place, with nothing left to do.
     final = subprocess.run([*elsewhere_command("final", tmp_path / "elsewhere.json"), "--retrain_best",
                             "--long_budget_s", "4"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
