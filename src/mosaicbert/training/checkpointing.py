@@ -122,18 +122,18 @@ def refuse_earlier_local_checkpoints(save_folder: str, run_name: str) -> None:
     """A RecipeError, before anything is built, when a new run's local save folder holds checkpoints of an
     earlier run: Composer would otherwise refuse at fit start with a FileExistsError whose fix
     (``overwrite=True``) is not a recipe key."""
+    names = local_checkpoints(save_folder, run_name)
+    if names:
+        raise RecipeError(earlier_run_message(run_save_folder(save_folder, run_name), names,
+                                              "Composer would refuse to start"))
+
+
+def local_checkpoints(save_folder: str, run_name: str) -> list[str]:
+    """The checkpoint file names in the run's local save folder, oldest (fewest batches) first."""
     folder = run_save_folder(save_folder, run_name)
     if not os.path.isdir(folder):
-        return
-    names = sorted((name for name in os.listdir(folder) if checkpoint_batch(name) is not None), key=checkpoint_batch)
-    if names:
-        raise RecipeError(earlier_run_message(folder, names, "Composer would refuse to start"))
-
-
-def has_local_checkpoint(save_folder: str, run_name: str) -> bool:
-    """Whether the run's local save folder holds a checkpoint for autoresume to continue from."""
-    folder = run_save_folder(save_folder, run_name)
-    return os.path.isdir(folder) and any(checkpoint_batch(name) is not None for name in os.listdir(folder))
+        return []
+    return sorted((name for name in os.listdir(folder) if checkpoint_batch(name) is not None), key=checkpoint_batch)
 
 
 def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:

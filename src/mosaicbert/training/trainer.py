@@ -18,7 +18,7 @@ from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
 from .checkpointing import (
-    has_local_checkpoint,
+    local_checkpoints,
     prepare_autoresume,
     refuse_earlier_local_checkpoints,
     use_atomic_checkpoint_writes,
@@ -112,7 +112,7 @@ def check_starting_checkpoint(cfg: TrainerConfig, store_kwargs: dict) -> None:
     if cfg.autoresume and local_folder:
         check_on_some_ranks(lambda: prepare_autoresume(cfg.save_folder, cfg.run_name),
                             run_here=dist.get_global_rank() == 0)
-        resumes = has_local_checkpoint(cfg.save_folder, cfg.run_name)
+        resumes = bool(local_checkpoints(cfg.save_folder, cfg.run_name))
     elif local_folder and not cfg.save_overwrite and not cfg.load_path:
         # With load_path, Composer's own check compares names with the loaded checkpoint's batch count.
         check_on_some_ranks(lambda: refuse_earlier_local_checkpoints(cfg.save_folder, cfg.run_name),
