@@ -369,15 +369,18 @@ def test_sdpa_bias_of_packed_rows_is_alibi_within_each_sequence_only():
                 assert torch.equal(bias[r, :, i, j], want), (r, i, j)
 
 
-def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa(monkeypatch):
+def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa_packed_on_a_host_plan(monkeypatch):
     from mosaicbert.model import modeling_mosaic_bert as mb
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", None)
     for device in (cuda, cpu):
         assert mb.resolve_attention_backend("auto", device, torch.bfloat16) == "sdpa"
+        assert mb.resolve_attention_backend("auto", device, torch.bfloat16, host_plan=True) == "sdpa_packed"
     monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", lambda *args, **kwargs: None)
     assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16) == "flash_attn"
+    assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16, host_plan=True) == "flash_attn"
+    assert mb.resolve_attention_backend("sdpa", cuda, torch.bfloat16, host_plan=True) == "sdpa"  # as asked
     assert mb.resolve_attention_backend("auto", cuda, torch.float32) == "sdpa"  # flash-attn has no fp32
     assert mb.resolve_attention_backend("auto", cpu, torch.bfloat16) == "sdpa"
     assert mb.resolve_attention_backend("flex", cuda, torch.bfloat16) == "flex"  # still selectable
@@ -866,9 +869,12 @@ def test_compiled_sdpa_packed_trains_like_sdpa_on_the_host_made_plan(device):
             p.grad = q.grad = None
 
 
-def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(monkeypatch):
+@pytest.mark.parametrize("backend", ["sdpa_packed", "auto"])
+def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(monkeypatch, backend):
     """Eager, through the Composer model: SDPA runs on as many rows as the host's plan has (fewer than the
-    batch's), the model does not plan again, and a plan that saves no row keeps the plain layout."""
+    batch's), the model does not plan again, and a plan that saves no row keeps the plain layout. ``auto``
+    (without flash-attn) does the same; called without a plan it attends over one row per sequence."""
+    import mosaicbert.composer_models as composer_models
     import mosaicbert.model.modeling_mosaic_bert as modeling
     from mosaicbert.composer_models import ComposerMaskedLM, host_sizes
 
@@ -889,7 +895,8 @@ def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(m
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy_sdpa)
     monkeypatch.setattr(Unpadded, "packed", spy_packed)
     monkeypatch.setattr(modeling, "pack_rows", no_planning)
-    model = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa_packed"))).eval()
+    monkeypatch.setattr(composer_models, "flash_attn_varlen_qkvpacked_func", None)  # auto plans without it
+    model = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend=backend))).eval()
     layers = model.model.config.num_hidden_layers
     for lengths, rows, packed in (([16, 3, 9, 5, 12, 2], 4, [4]),  # packed: 4 rows for 6 sequences
                                   ([9, 10, 12, 16], 4, [])):  # no two fit in a row: the plain layout
@@ -899,6 +906,12 @@ def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(m
         with torch.no_grad():
             model(batch)
         assert rows_attended == [rows] * layers and packed_calls == packed
+    if backend == "auto":  # the Hugging Face model alone, given no plan: no planning, no packing
+        batch = mlm_batch([16, 3, 9, 5, 12, 2])
+        rows_attended.clear(), packed_calls.clear()
+        with torch.no_grad():
+            model.model(batch["input_ids"], batch["attention_mask"])
+        assert rows_attended == [6] * layers and packed_calls == []
 
 
 def test_a_packing_plan_needs_both_of_its_parts():

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from . import flops, registry
 from .checkpoints import load_weights
 from .families import FAMILIES, check_model_section, family_of, make_config
-from .model.modeling_mosaic_bert import pack_rows
+from .model.modeling_mosaic_bert import flash_attn_varlen_qkvpacked_func, pack_rows
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,10 @@ def host_sizes(batch: dict, pack_attention_rows: bool = False) -> dict:
 
 
 def packs_attention_rows(model: PreTrainedModel) -> bool:
-    return getattr(model.config, "attention_backend", None) == "sdpa_packed"
+    """Whether the model's attention reads a packing plan: ``sdpa_packed``, and ``auto`` where flash-attn
+    (which needs none) is not installed."""
+    backend = getattr(model.config, "attention_backend", None)
+    return backend == "sdpa_packed" or (backend == "auto" and flash_attn_varlen_qkvpacked_func is None)
 
 
 class ComposerMaskedLM(ComposerModel):

@@ -27,10 +27,11 @@ class MosaicBertConfig(PretrainedConfig):
             model was trained at, for documentation and for `max_position_embeddings`-style queries.
         attention_backend: "auto" | "flash_attn" | "flex" | "sdpa" | "sdpa_packed". "auto" picks flash_attn
             on CUDA with fp16/bf16 activations when flash-attn provides ``flash_attn_varlen_qkvpacked_func``
-            (flash-attn 2; flash-attn 4 does not), else SDPA, which on an H200 ran faster than
-            FlexAttention at full and at padded rows. "flex" (FlexAttention on the packed tokens) stays
-            selectable. "sdpa_packed" is SDPA over rows that each hold several short sequences
-            (a block-diagonal bias): fewer rows to attend over when rows are padded, the same at full rows.
+            (flash-attn 2; flash-attn 4 does not), else SDPA: "sdpa_packed" when the caller gives a packing
+            plan made on the host (the Composer model does), else "sdpa". "sdpa" attends over one row per
+            sequence; "sdpa_packed" over rows that each hold several short sequences (a block-diagonal
+            bias): fewer rows when rows are padded, the same at full rows. "flex" (FlexAttention on the
+            packed tokens) stays selectable; SDPA ran faster than it at full and at padded rows.
         low_precision_layernorm: run LayerNorm in the autocast dtype (bf16) rather than fp32.
         prenorm: pre-LN blocks instead of the paper's post-LN.
         glu_dropout: where the feed-forward dropout sits: "intermediate" (on the GLU output, before the

@@ -8,9 +8,10 @@ What differs from Hugging Face BERT, each switchable in :class:`MosaicBertConfig
   * the MLM head runs only on masked positions when labels are given.
 
 Attention backends: flash-attn's varlen kernel (optional package); PyTorch SDPA on q, k, v re-padded to
-``[B, heads, S, head_dim]`` with one additive ALiBi + key-padding bias built per forward (the default
-without flash-attn); SDPA on rows that each hold several short sequences, with a block-diagonal bias
-(``sdpa_packed``: fewer rows to attend over when rows are padded); or PyTorch FlexAttention on the packed
+``[B, heads, S, head_dim]`` with one additive ALiBi + key-padding bias built per forward; SDPA on rows
+that each hold several short sequences, with a block-diagonal bias (``sdpa_packed``: fewer rows to attend
+over when rows are padded; the default without flash-attn when the caller plans the rows on the host, as
+the Composer model does, else ``sdpa``); or PyTorch FlexAttention on the packed
 tokens with a per-sequence block mask. All compute the same function; a checkpoint from one runs with any
 other.
 
@@ -229,19 +230,22 @@ def pack_rows(lengths: list[int], seqlen: int) -> tuple[list[int], int]:
 # ----------------------------------------------------------------------------------------------
 # Attention backends
 # ----------------------------------------------------------------------------------------------
-def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype,
+                              host_plan: bool = False) -> str:
     """Map ``auto`` to the fastest backend available here; check an explicit request can run.
 
-    ``auto``: flash-attn's varlen kernel when flash-attn provides it (CUDA, fp16/bf16), else SDPA. SDPA
-    beat FlexAttention at full and at padded rows on an H200 (torch 2.11, BERT-base, sequence 128, batch
-    256, compiled: 553,962 against 541,452 real tokens/s at full rows, 481,093 against 428,908 at rows of
-    32-128 tokens; docs/performance.md).
+    ``auto``: flash-attn's varlen kernel when flash-attn provides it (CUDA, fp16/bf16), else SDPA, on packed
+    rows (``sdpa_packed``) when the caller made the packing plan on the host (``host_plan``; the Composer
+    model does, from the collator's row lengths), else one row per sequence (``sdpa``: planning here would
+    wait for the device). On an H100 (torch 2.11, BERT-base, compiled; docs/performance.md) packed rows ran
+    1.05x faster than ``sdpa`` at rows of 32-128 tokens (sequence 128, batch 256) and 1.07x at 128-512
+    (sequence 512, batch 64), the same at full rows; ``sdpa`` beat FlexAttention at both (H200).
     """
     half = dtype in (torch.float16, torch.bfloat16)
     if requested == "auto":
         if device.type == "cuda" and flash_attn_varlen_qkvpacked_func is not None and half:
             return "flash_attn"
-        return "sdpa"
+        return "sdpa_packed" if host_plan else "sdpa"
     if requested == "flash_attn":
         if flash_attn_varlen_qkvpacked_func is None or device.type != "cuda" or not half:
             raise RuntimeError(
@@ -411,7 +415,8 @@ def prepare_attention(config: MosaicBertConfig, unpadded: Unpadded, slopes: torc
     if (attention_row_starts is None) != (num_attention_rows is None):
         raise ValueError("Give attention_row_starts and num_attention_rows together (pack_rows returns both), "
                          "or neither.")
-    backend = resolve_attention_backend(config.attention_backend, slopes.device, dtype)
+    backend = resolve_attention_backend(config.attention_backend, slopes.device, dtype,
+                                        host_plan=attention_row_starts is not None)
     inputs = AttentionInputs(backend, unpadded, slopes)
     if backend in ("sdpa", "sdpa_packed"):
         rows = unpadded
