@@ -63,7 +63,7 @@ python3 -c "import composer, streaming, boto3" 2>/dev/null || {
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, transformers, composer, streaming; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'transformers', transformers.__version__, 'composer', composer.__version__, 'streaming', streaming.__version__)"
-  git rev-parse --short HEAD 2>/dev/null || true; } | tee "$out/machine.txt"
+  git describe --always --dirty 2>/dev/null || true; } | tee "$out/machine.txt"
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
 
 mds() {  # the corpus as tokenized MDS (seq 128), made once per machine
