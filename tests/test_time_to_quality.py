@@ -108,6 +108,27 @@ TINY_PRETRAIN = [
 TINY_FINETUNE = ["device=cpu", "precision=fp32", "default_seeds=[1,2]", "tasks.sentiment.max_duration=1ep"]
 
 
+def test_runs_keep_the_published_data_seeds_and_mosaicberts_attention_layout(tmp_path):
+    """New runs continue the published sweep: its data order and masks, and MosaicBERT's one-row-per-sequence
+    SDPA (``auto`` now packs rows); a user's ``--set`` comes last, so it can still change either."""
+    import argparse
+
+    script = load_script("benchmarks/time_to_quality.py")
+    (tmp_path / "mds" / "train").mkdir(parents=True)
+    args = argparse.Namespace(out=str(tmp_path / "out"), tokenizer="tok", eval_every_s=15.0,
+                              overrides=["model.config.attention_backend=auto"])
+    commands = {}
+    for model in ("bert", "mosaicbert"):
+        run = {"model": model, "lr": 5e-4, "warmup": "300ba", "budget_s": 150.0}
+        commands[model] = script.pretrain_command(model, run, args, str(tmp_path / "mds"))
+    for command in commands.values():
+        assert "train_loader.shuffle_seed=9176" in command and "train_loader.mask_seed=0" in command
+    pinned = "model.config.attention_backend=sdpa"
+    assert pinned not in commands["bert"]
+    mosaic = commands["mosaicbert"]
+    assert mosaic.index(pinned) < mosaic.index("model.config.attention_backend=auto") == len(mosaic) - 1
+
+
 def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_path):
     task = write_inputs(tmp_path)
     out = tmp_path / "out"
