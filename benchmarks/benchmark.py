@@ -91,12 +91,10 @@ def make_rows(stream: np.ndarray, tokenizer, seq: int, batch: int, lengths: str,
 def dataset_batches(mds, tokenizer, seq, batch, count, mlm_probability, device):
     """Batches exactly as main.py gets them: the recipe's streaming dataloader over an MDS folder, with the
     order and masks of MosaicBERT's recipe seed."""
-    import yaml
-
+    from mosaicbert.config import load_config
     from mosaicbert.data.text_dataset import build_text_dataloader
 
-    with open(os.path.join(REPO, RECIPES["mosaic_bert"])) as f:
-        run_seed = yaml.safe_load(f)["seed"]
+    run_seed = load_config(os.path.join(REPO, RECIPES["mosaic_bert"]), []).seed
     spec = build_text_dataloader(tokenizer=tokenizer, max_seq_len=seq, device_batch_size=batch, local=mds,
                                  split="train", shuffle=True, mlm_probability=mlm_probability, num_workers=4,
                                  run_seed=run_seed)

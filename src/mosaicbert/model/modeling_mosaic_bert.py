@@ -239,7 +239,8 @@ def resolve_attention_backend(requested: str, device: torch.device, dtype: torch
     model does, from the collator's row lengths), else one row per sequence (``sdpa``: planning here would
     wait for the device). On an H100 (torch 2.11, BERT-base, compiled; docs/performance.md) packed rows ran
     1.05x faster than ``sdpa`` at rows of 32-128 tokens (sequence 128, batch 256) and 1.07x at 128-512
-    (sequence 512, batch 64), the same at full rows; ``sdpa`` beat FlexAttention at both (H200).
+    (sequence 512, batch 64), the same at full rows; ``sdpa`` beat FlexAttention at full and at padded
+    rows (H200, sequence 128).
     """
     half = dtype in (torch.float16, torch.bfloat16)
     if requested == "auto":
