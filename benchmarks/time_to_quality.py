@@ -36,6 +36,7 @@ With several GPUs in ``--gpus``, runs go side by side, one per GPU.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import itertools
 import json
 import os
@@ -433,7 +434,8 @@ def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> di
     """What has finished so far (the summary rewritten after every stage): the finished sweep runs, each
     model's best of them once the whole sweep has finished (``unfinished`` lists the rest until then), the
     eval curves of every finished run (the sweep's and ``others``, the retrained and longer runs) and the
-    fine-tuning results."""
+    fine-tuning results. ``other_runs`` gives the settings of the finished runs after the sweep (name ->
+    model, lr, warmup, budget_s), so that a plot of the longer runs can tell them apart."""
     finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
     sweep_curves = curves(args, finished)
     complete = len(finished) == len(sweep)
@@ -441,8 +443,9 @@ def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> di
     if not complete:
         record["unfinished"] = unfinished_record(args, {name: run for name, run in sweep.items()
                                                         if name not in finished})
-    record["curves"].update(curves(args, {name: run for name, run in others.items()
-                                          if is_done(args, name, "pretrain")}))
+    finished_others = {name: run for name, run in others.items() if is_done(args, name, "pretrain")}
+    record["curves"].update(curves(args, finished_others))
+    record["other_runs"] = finished_others
     record["downstream"] = fine_tuned(args, {**sweep, **others})
     return record
 
@@ -480,8 +483,16 @@ def report_sweep(args, sweep: dict[str, dict], unfinished: Optional[dict[str, di
     return record
 
 
+def installed_version(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "composer": installed_version("mosaicml"), "streaming": installed_version("mosaicml-streaming"),
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "cpus": os.cpu_count()}
     try:
@@ -503,7 +514,7 @@ def write_summary(args, record: dict) -> None:
             {key: reused[key] for key in ("what", "command", "commit", "machine") if key in reused}]
         # What the reused summary held stays, where this invocation has nothing newer (another grid, runs of
         # another budget, a sweep still running), so that the next piece can reuse it too.
-        for key in ("curves", "downstream", "unfinished"):
+        for key in ("curves", "downstream", "unfinished", "other_runs", "budgets"):
             published[key] = {**reused.get(key, {}), **published.get(key, {})}
         published["downstream"] = {name: result for name, result in published["downstream"].items()
                                    if result is not None}

@@ -3,6 +3,7 @@
     python scripts/plot.py metrics runs/demo/metrics.jsonl --out runs/demo/loss.png
     python scripts/plot.py benchmark benchmarks/published/throughput.json --out docs/throughput.png
     python scripts/plot.py sweep benchmarks/published/time_to_quality_sweep.json --out docs/time_to_quality_sweep.png
+    python scripts/plot.py long benchmarks/published/time_to_quality_sweep.json --out docs/time_to_quality_600s.png
 """
 
 import argparse
@@ -35,9 +36,35 @@ def plot_sweep(summary_path: str, out: str) -> None:
                          title="Time-to-quality sweep: eval loss against training time", dashed=again)
 
 
+def plot_long(summary_path: str, out: str) -> None:
+    """A time_to_quality.py summary's runs longer than its sweep (``--long_budget_s``), at the longest such
+    budget: each finished run bold, a run cut short (under ``unfinished``) dashed to where it got, the
+    baseline's final loss a dashed black line once its run has finished."""
+    with open(summary_path) as f:
+        record = json.load(f)
+    sweep_budget = max((run["budget_s"] for run in record.get("sweep", {}).values()), default=0.0)
+    finished = {name: run for name, run in record.get("other_runs", {}).items()
+                if run["budget_s"] > sweep_budget and name in record["curves"]}
+    cut_short = {name: run for name, run in record.get("unfinished", {}).items()
+                 if run.get("budget_s", 0.0) > sweep_budget and run.get("curve")}
+    if not finished and not cut_short:
+        raise RecipeError(f"{summary_path}: no run longer than the sweep's {sweep_budget:g} s has an eval curve "
+                          "(time_to_quality.py trains them with --long_budget_s).")
+    budget = max(run["budget_s"] for run in {**finished, **cut_short}.values())
+    bold = {name: record["curves"][name] for name, run in finished.items() if run["budget_s"] == budget}
+    dashed = {f"{name} (cut short at {run['curve'][-1]['seconds']:.0f} s)": run["curve"]
+              for name, run in cut_short.items() if run["budget_s"] == budget}
+    baseline = next(iter(record.get("best") or {}), None)
+    ended = [curve for name, curve in bold.items() if finished[name]["model"] == baseline]
+    plot_time_to_quality(bold, {}, out, target=ended[0][-1]["loss"] if ended else None,
+                         target_label=f"{baseline}'s final loss at {budget:g} s",
+                         title=f"Eval loss against training time, each model's best setting for {budget:g} s",
+                         dashed=dashed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["metrics", "benchmark", "sweep"])
+    parser.add_argument("kind", choices=["metrics", "benchmark", "sweep", "long"])
     parser.add_argument("inputs", nargs="+", help="metrics .jsonl files, benchmark .json files (later ones win), or "
                                                   "one time_to_quality.py summary")
     parser.add_argument("--out", required=True, help="PNG to write")
@@ -52,6 +79,8 @@ def main() -> int:
             plot_metrics(args.inputs, args.out)
         elif args.kind == "sweep":
             plot_sweep(args.inputs[0], args.out)
+        elif args.kind == "long":
+            plot_long(args.inputs[0], args.out)
         else:
             plot_throughput(latest_results(args.inputs), args.out)
         print(f"wrote {args.out}")

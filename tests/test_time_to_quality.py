@@ -254,6 +254,12 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     sweep_best = with_again["budgets"]["3s-sweep"]
     assert {m: s["run"] for m, s in sweep_best["settings"].items()} == record["best"]
     assert sweep_best["target_loss"] == record["sweep"][record["best"]["bert"]]["final"]["loss"]
+    # The summary alone draws the longer runs.
+    long_plot = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "long",
+                                str(tmp_path / "elsewhere.json"), "--out", str(tmp_path / "long.png")],
+                               capture_output=True, text=True, timeout=120, env=env)
+    assert long_plot.returncode == 0, long_plot.stderr[-2000:]
+    assert os.path.getsize(tmp_path / "long.png") > 10_000
     results_md = (tmp_path / "elsewhere" / "results.md").read_text()
     assert "3 s of training each, the sweep's best runs" in results_md
     assert "3 s of training each, trained again" in results_md
@@ -328,7 +334,10 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
                                                   "bert-lr0.001-wu0.06dur-3s-again", "bert-lr0.001-wu0.06dur-600s",
                                                   "mosaicbert-lr0.001-wu0.06dur-3s")},
               "downstream": {"bert-lr0.001-wu0.06dur-3s-again": accuracy, "mosaicbert-lr0.001-wu0.06dur-3s": accuracy},
-              "unfinished": {"bert-lr0.0002-wu300ba-3s": {"model": "bert", "curve": []}}}
+              "unfinished": {"bert-lr0.0002-wu300ba-3s": {"model": "bert", "curve": []}},
+              "other_runs": {"bert-lr0.001-wu0.06dur-3s-again": {"model": "bert", "lr": 1e-3, "warmup": "0.06dur",
+                                                                 "budget_s": 3.0}},
+              "budgets": {"3s": {"baseline": "bert", "target_loss": 7.0}}}
     (tmp_path / "reused.json").write_text(json.dumps(record))
     # A run finished here, whose fine-tuning failed: the summary's result is another run's, not this one's.
     local = out / "mosaicbert-lr0.001-wu0.06dur-3s"
@@ -357,6 +366,11 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
     assert written["curves"]["mosaicbert-lr0.001-wu0.06dur-3s"][0]["loss"] == 6.0  # this machine's run wins
     assert written["downstream"] == record["downstream"] and written["earlier"] == [{"command": "python earlier"}]
     assert set(written["unfinished"]) == {"bert-lr0.0002-wu300ba-3s", "bert-lr0.001-wu0.06dur-3s"}
+    # The best-against-best tables and the later runs' settings stay until this invocation has newer ones.
+    assert written["budgets"] == record["budgets"] and written["other_runs"] == record["other_runs"]
+    again = {"bert-lr0.001-wu0.06dur-3s-again": {"model": "bert", "lr": 1e-3, "warmup": "0.06dur", "budget_s": 3.0}}
+    assert script.progress_record(args, sweep, others=again)["other_runs"] == again  # finished: restored above
+    assert script.progress_record(args, sweep, others={"bert-lr0.001-wu0.06dur-9s": {}})["other_runs"] == {}
     plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
                               str(tmp_path / "new.json"), "--out", str(tmp_path / "sweep.png")],
                              capture_output=True, text=True, timeout=120)
@@ -385,3 +399,36 @@ def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, m
     assert {label: [p["loss"] for p in c] for label, c in drawn["dashed"].items()} == {
         "b-1-again (the same setting trained again)": [7.0, 6.8]}
     assert drawn["target"] == 6.0
+
+
+def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path, monkeypatch):
+    plot_script = load_script("scripts/plot.py")
+    drawn = {}
+    monkeypatch.setattr(plot_script, "plot_time_to_quality",
+                        lambda bold, faint, out, **kwargs: drawn.update(bold=bold, faint=faint, **kwargs))
+    run = {"lr": 1e-3, "warmup": "300ba"}
+    summary = {"sweep": {"b-1": {"budget_s": 2.0}, "m-1": {"budget_s": 2.0}}, "best": {"b": "b-1", "m": "m-1"},
+               "curves": {"b-1": curve((1, 7.0), (2, 6.0)), "m-1": curve((1, 5.0), (2, 3.0)),
+                          "b-1-again": curve((1, 7.0), (2, 6.5)), "b-1-8s": curve((4, 5.0), (8, 4.0)),
+                          "b-1-4s": curve((2, 6.0), (4, 5.5))},
+               "other_runs": {"b-1-again": {**run, "model": "b", "budget_s": 2.0},
+                              "b-1-4s": {**run, "model": "b", "budget_s": 4.0},
+                              "b-1-8s": {**run, "model": "b", "budget_s": 8.0}},
+               "unfinished": {"m-1-8s": {**run, "model": "m", "budget_s": 8.0, "curve": curve((2, 4.5), (3, 3.5))},
+                              "m-2": {**run, "model": "m", "budget_s": 2.0, "curve": curve((1, 6.0))}}}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    plot_script.plot_long(str(path), str(tmp_path / "long.png"))
+    assert list(drawn["bold"]) == ["b-1-8s"] and drawn["faint"] == {}  # the longest budget only
+    assert list(drawn["dashed"]) == ["m-1-8s (cut short at 3 s)"]
+    assert drawn["target"] == 4.0 and "8 s" in drawn["title"]
+    # The baseline's long run not finished yet: no target line.
+    del summary["other_runs"]["b-1-8s"]
+    path.write_text(json.dumps(summary))
+    plot_script.plot_long(str(path), str(tmp_path / "long.png"))
+    assert list(drawn["bold"]) == [] and drawn["target"] is None
+    summary["unfinished"] = {}
+    summary["other_runs"] = {"b-1-again": summary["other_runs"]["b-1-again"]}
+    path.write_text(json.dumps(summary))
+    with pytest.raises(RecipeError, match="no run longer than the sweep's 2 s.*--long_budget_s"):
+        plot_script.plot_long(str(path), str(tmp_path / "long.png"))
