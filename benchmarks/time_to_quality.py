@@ -88,6 +88,9 @@ DATA_SEEDS = {"train_loader.shuffle_seed": 9176, "train_loader.mask_seed": 0}
 # choice then). `auto` now packs padded rows, which makes steps faster; pinned, new runs stay comparable
 # with the sweep, and the comparison if anything understates MosaicBERT. `--set` still overrides it.
 MODEL_PINS = {"mosaicbert": {"model.config.attention_backend": "sdpa"}}
+# While a run pretrains, the summary is rewritten this often with the eval curve it has reached, so that
+# a machine that goes mid-run still leaves that curve behind (under ``unfinished``).
+PROGRESS_SAVE_S = 60.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -274,7 +277,8 @@ def run_stages(stages: tuple[str, ...], runs: dict[str, dict], gpus: list[str], 
     loses at most the run in progress. A stage done earlier is reused; a run without a final checkpoint is
     not fine-tuned. ``saved()`` is called after every stage that finishes (to rewrite the summary). A
     pretraining run shows its training clock; a failure shows its log's end, skips the run's later stages
-    and, once the other runs are through, stops."""
+    and, once the other runs are through, stops. While a run pretrains, ``saved()`` is also called every
+    ``PROGRESS_SAVE_S`` seconds."""
     def next_stage(name: str, after: Optional[str] = None) -> Optional[str]:
         for stage in stages[stages.index(after) + 1 if after else 0:]:
             if is_done(args, name, stage):
@@ -290,12 +294,17 @@ def run_stages(stages: tuple[str, ...], runs: dict[str, dict], gpus: list[str], 
     slots = gpus or [None]
     running: dict[int, tuple[str, str, subprocess.Popen, object]] = {}  # slot index -> run, stage
     failed = []
+    last_saved = time.monotonic()
     try:
         while todo or running:
             for index in [i for i in range(len(slots)) if i not in running]:
                 if todo:
                     running[index] = start_stage(*todo.pop(0), runs, slots[index], args, mds)
-            time.sleep(2)
+            time.sleep(min(2.0, PROGRESS_SAVE_S))
+            pretraining = any(stage == "pretrain" for _, stage, _, _ in running.values())
+            if saved is not None and pretraining and time.monotonic() - last_saved >= PROGRESS_SAVE_S:
+                saved()
+                last_saved = time.monotonic()
             for index, (name, stage, proc, bar) in list(running.items()):
                 if bar is not None:
                     bar.n = min(bar.total, round(latest_clock(os.path.join(args.out, name, "metrics.jsonl"))))
@@ -433,7 +442,8 @@ def fine_tuned(args, runs: dict[str, dict]) -> dict[str, dict]:
 def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> dict:
     """What has finished so far (the summary rewritten after every stage): the finished sweep runs, each
     model's best of them once the whole sweep has finished (``unfinished`` lists the rest until then), the
-    eval curves of every finished run (the sweep's and ``others``, the retrained and longer runs) and the
+    eval curves of every finished run (the sweep's and ``others``, the retrained and longer runs; one of
+    ``others`` still pretraining is under ``unfinished`` with the curve it has reached) and the
     fine-tuning results. ``other_runs`` gives the settings of the finished runs after the sweep (name ->
     model, lr, warmup, budget_s), so that a plot of the longer runs can tell them apart."""
     finished = {name: run for name, run in sweep.items() if is_done(args, name, "pretrain")}
@@ -446,6 +456,11 @@ def progress_record(args, sweep: dict[str, dict], others: dict[str, dict]) -> di
     finished_others = {name: run for name, run in others.items() if is_done(args, name, "pretrain")}
     record["curves"].update(curves(args, finished_others))
     record["other_runs"] = finished_others
+    # A retrained or longer run still pretraining (or whose machine went): the curve it has reached.
+    started = unfinished_record(args, {name: run for name, run in others.items() if name not in finished_others})
+    started = {name: run for name, run in started.items() if run["curve"]}
+    if started:
+        record["unfinished"] = {**record.get("unfinished", {}), **started}
     record["downstream"] = fine_tuned(args, {**sweep, **others})
     return record
 

@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -371,6 +372,13 @@ def test_a_summary_continues_with_what_it_finished_and_forgets_nothing(tmp_path)
     again = {"bert-lr0.001-wu0.06dur-3s-again": {"model": "bert", "lr": 1e-3, "warmup": "0.06dur", "budget_s": 3.0}}
     assert script.progress_record(args, sweep, others=again)["other_runs"] == again  # finished: restored above
     assert script.progress_record(args, sweep, others={"bert-lr0.001-wu0.06dur-9s": {}})["other_runs"] == {}
+    # A longer run still pretraining (no pretrain.DONE) is listed with the curve it has reached, until it ends.
+    longer = {"model": "bert", "lr": 1e-3, "warmup": "0.06dur", "budget_s": 9.0}
+    (out / "bert-lr0.001-wu0.06dur-9s").mkdir()
+    pareto.write_eval_log(point, str(out / "bert-lr0.001-wu0.06dur-9s" / "metrics.jsonl"))
+    running = script.progress_record(args, sweep, others={"bert-lr0.001-wu0.06dur-9s": longer})
+    assert running["unfinished"]["bert-lr0.001-wu0.06dur-9s"] == {**longer, "curve": point}
+    assert "bert-lr0.001-wu0.06dur-9s" not in running["curves"] and running["other_runs"] == {}
     plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
                               str(tmp_path / "new.json"), "--out", str(tmp_path / "sweep.png")],
                              capture_output=True, text=True, timeout=120)
@@ -432,3 +440,21 @@ def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path,
     path.write_text(json.dumps(summary))
     with pytest.raises(RecipeError, match="no run longer than the sweep's 2 s.*--long_budget_s"):
         plot_script.plot_long(str(path), str(tmp_path / "long.png"))
+
+
+def test_the_summary_is_rewritten_while_a_run_pretrains(tmp_path, monkeypatch):
+    """A machine that goes mid-run still leaves the run's curve so far: run_stages calls saved() every
+    PROGRESS_SAVE_S seconds while a run pretrains, not only when a stage ends."""
+    script = load_script("benchmarks/time_to_quality.py")
+    args = script.parse_args(["--out", str(tmp_path)])
+    (tmp_path / "run").mkdir()
+
+    def start_stage(name, stage, runs, slot, args, mds):
+        return name, stage, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"]), None
+
+    monkeypatch.setattr(script, "start_stage", start_stage)
+    monkeypatch.setattr(script, "PROGRESS_SAVE_S", 0.5)
+    saves = []
+    script.run_stages(("pretrain",), {"run": {}}, [], args, saved=lambda: saves.append(time.monotonic()))
+    assert (tmp_path / "run" / "pretrain.DONE").exists()
+    assert len(saves) >= 4, saves  # about every 0.5 s of the 3 s run, and once when it ended
