@@ -26,7 +26,8 @@ A rerun with the same ``--out`` continues: a stage that finished (``<run>/pretra
 ``<run>/finetune.DONE``) is reused, an unfinished one is started again. A finished run's folder can come
 from another machine: ``metrics.jsonl`` and ``pretrain.DONE`` are what the sweep needs; without its final
 checkpoint it is not fine-tuned and reported without downstream accuracy. ``--summary`` is rewritten
-after every stage that finishes, and ``--reuse SUMMARY`` makes finished run folders from one (eval curves
+after every stage that finishes and every minute while a run pretrains (its curve so far under
+``unfinished``), and ``--reuse SUMMARY`` makes finished run folders from one (eval curves
 and fine-tuning results), so the experiment can be run in pieces on machines that come and go: each
 piece reuses the last piece's summary. ``--report_only`` trains nothing and tabulates the sweep runs that
 have finished, naming the ones that have not. ``--overwrite`` redoes every run (the MDS folder is kept).
