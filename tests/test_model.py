@@ -377,7 +377,9 @@ def test_auto_backend_is_flash_attn_where_it_can_run_else_sdpa_packed_on_a_host_
     for device in (cuda, cpu):
         assert mb.resolve_attention_backend("auto", device, torch.bfloat16) == "sdpa"
         assert mb.resolve_attention_backend("auto", device, torch.bfloat16, host_plan=True) == "sdpa_packed"
+    assert mb.reads_host_plan("auto") and mb.reads_host_plan("sdpa_packed") and not mb.reads_host_plan("sdpa")
     monkeypatch.setattr(mb, "flash_attn_varlen_qkvpacked_func", lambda *args, **kwargs: None)
+    assert not mb.reads_host_plan("auto")  # flash-attn needs no plan
     assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16) == "flash_attn"
     assert mb.resolve_attention_backend("auto", cuda, torch.bfloat16, host_plan=True) == "flash_attn"
     assert mb.resolve_attention_backend("sdpa", cuda, torch.bfloat16, host_plan=True) == "sdpa"  # as asked
@@ -874,7 +876,6 @@ def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(m
     """Eager, through the Composer model: SDPA runs on as many rows as the host's plan has (fewer than the
     batch's), the model does not plan again, and a plan that saves no row keeps the plain layout. ``auto``
     (without flash-attn) does the same; called without a plan it attends over one row per sequence."""
-    import mosaicbert.composer_models as composer_models
     import mosaicbert.model.modeling_mosaic_bert as modeling
     from mosaicbert.composer_models import ComposerMaskedLM, host_sizes
 
@@ -895,7 +896,7 @@ def test_sdpa_packed_attends_over_the_host_plans_rows_and_plans_nothing_itself(m
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy_sdpa)
     monkeypatch.setattr(Unpadded, "packed", spy_packed)
     monkeypatch.setattr(modeling, "pack_rows", no_planning)
-    monkeypatch.setattr(composer_models, "flash_attn_varlen_qkvpacked_func", None)  # auto plans without it
+    monkeypatch.setattr(modeling, "flash_attn_varlen_qkvpacked_func", None)  # auto plans without it
     model = ComposerMaskedLM(MosaicBertForMaskedLM(tiny_config(attention_backend=backend))).eval()
     layers = model.model.config.num_hidden_layers
     for lengths, rows, packed in (([16, 3, 9, 5, 12, 2], 4, [4]),  # packed: 4 rows for 6 sequences

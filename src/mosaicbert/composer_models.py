@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from . import flops, registry
 from .checkpoints import load_weights
 from .families import FAMILIES, check_model_section, family_of, make_config
-from .model.modeling_mosaic_bert import flash_attn_varlen_qkvpacked_func, pack_rows
+from .model.modeling_mosaic_bert import pack_rows, reads_host_plan
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,8 @@ def host_sizes(batch: dict, pack_attention_rows: bool = False) -> dict:
 
 
 def packs_attention_rows(model: PreTrainedModel) -> bool:
-    """Whether the model's attention reads a packing plan: ``sdpa_packed``, and ``auto`` where flash-attn
-    (which needs none) is not installed."""
-    backend = getattr(model.config, "attention_backend", None)
-    return backend == "sdpa_packed" or (backend == "auto" and flash_attn_varlen_qkvpacked_func is None)
+    """Whether the model's attention reads a packing plan made here (see ``reads_host_plan``)."""
+    return reads_host_plan(getattr(model.config, "attention_backend", None))
 
 
 class ComposerMaskedLM(ComposerModel):

@@ -230,6 +230,14 @@ def pack_rows(lengths: list[int], seqlen: int) -> tuple[list[int], int]:
 # ----------------------------------------------------------------------------------------------
 # Attention backends
 # ----------------------------------------------------------------------------------------------
+def reads_host_plan(requested: str) -> bool:
+    """Whether attention ``requested`` uses a packing plan made on the host, when the caller makes one:
+    ``sdpa_packed``, and ``auto`` where flash-attn (which needs none) is not installed. The caller decides
+    before it knows the device and dtype, so with flash-attn installed ``auto`` gets no plan even where it
+    falls back to SDPA (fp32, CPU): it then attends over one row per sequence."""
+    return requested == "sdpa_packed" or (requested == "auto" and flash_attn_varlen_qkvpacked_func is None)
+
+
 def resolve_attention_backend(requested: str, device: torch.device, dtype: torch.dtype,
                               host_plan: bool = False) -> str:
     """Map ``auto`` to the fastest backend available here; check an explicit request can run.
