@@ -12,7 +12,7 @@ import os
 import sys
 
 from mosaicbert.analysis.plots import latest_results, plot_metrics, plot_throughput, plot_time_to_quality
-from mosaicbert.analysis.time_to_quality import retrained_name
+from mosaicbert.analysis.time_to_quality import retrained_name, time_to_reach
 from mosaicbert.errors import RecipeError, report_errors
 
 
@@ -39,7 +39,8 @@ def plot_sweep(summary_path: str, out: str) -> None:
 def plot_long(summary_path: str, out: str) -> None:
     """A time_to_quality.py summary's runs longer than its sweep (``--long_budget_s``), at the longest such
     budget: each finished run bold, a run cut short (under ``unfinished``) dashed to where it got, the
-    baseline's final loss a dashed black line once its run has finished."""
+    baseline's final loss a dashed black line once its run has finished. Prints what it drew: each run's
+    last evaluation and steps per second, and when every other run reaches the baseline's final loss."""
     with open(summary_path) as f:
         record = json.load(f)
     sweep_budget = max((run["budget_s"] for run in record.get("sweep", {}).values()), default=0.0)
@@ -55,8 +56,22 @@ def plot_long(summary_path: str, out: str) -> None:
     dashed = {f"{name} (cut short at {run['curve'][-1]['seconds']:.0f} s)": run["curve"]
               for name, run in cut_short.items() if run["budget_s"] == budget}
     baseline = next(iter(record.get("best") or {}), None)
-    ended = [curve for name, curve in bold.items() if finished[name]["model"] == baseline]
-    plot_time_to_quality(bold, {}, out, target=ended[0][-1]["loss"] if ended else None,
+    ended = next((curve for name, curve in bold.items() if finished[name]["model"] == baseline), None)
+    drawn = {**{name: (curve, "") for name, curve in bold.items()},
+             **{name: (run["curve"], " (cut short)") for name, run in cut_short.items() if run["budget_s"] == budget}}
+    for name, (curve, note) in drawn.items():
+        last = curve[-1]
+        print(f"{name}{note}: {last['step']} steps in {last['seconds']:.1f} s ({last['step'] / last['seconds']:.2f} "
+              f"steps/s), eval loss {last['loss']:.4f}")
+    target = ended[-1]["loss"] if ended else None
+    for name, (curve, _) in drawn.items():
+        seconds = None if target is None or curve is ended else time_to_reach(curve, target)
+        if seconds is not None:
+            end = ended[-1]
+            print(f"{name} reaches {baseline}'s final loss {target:.4f} at {seconds:.1f} s "
+                  f"({seconds / end['seconds']:.1%} of {end['seconds']:.1f} s), step "
+                  f"{time_to_reach(curve, target, key='step'):.0f} (of {end['step']})")
+    plot_time_to_quality(bold, {}, out, target=target,
                          target_label=f"{baseline}'s final loss at {budget:g} s",
                          title=f"Eval loss against training time, each model's best setting for {budget:g} s",
                          dashed=dashed)

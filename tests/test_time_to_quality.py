@@ -29,6 +29,7 @@ def test_time_to_reach_interpolates_between_evaluations():
     assert pareto.time_to_reach(c, 6.0) == pytest.approx(20.0)
     assert pareto.time_to_reach(c, 9.0) == pytest.approx(10.0)  # already below at the first evaluation
     assert pareto.time_to_reach(c, 4.0) is None
+    assert pareto.time_to_reach(c, 7.0, key="step") == pytest.approx(0.5)  # curve()'s steps are 0, 1, 2
 
 
 def test_time_to_reach_takes_the_first_crossing():
@@ -409,7 +410,7 @@ def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, m
     assert drawn["target"] == 6.0
 
 
-def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path, monkeypatch):
+def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path, monkeypatch, capsys):
     plot_script = load_script("scripts/plot.py")
     drawn = {}
     monkeypatch.setattr(plot_script, "plot_time_to_quality",
@@ -417,12 +418,15 @@ def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path,
     run = {"lr": 1e-3, "warmup": "300ba"}
     summary = {"sweep": {"b-1": {"budget_s": 2.0}, "m-1": {"budget_s": 2.0}}, "best": {"b": "b-1", "m": "m-1"},
                "curves": {"b-1": curve((1, 7.0), (2, 6.0)), "m-1": curve((1, 5.0), (2, 3.0)),
-                          "b-1-again": curve((1, 7.0), (2, 6.5)), "b-1-8s": curve((4, 5.0), (8, 4.0)),
+                          "b-1-again": curve((1, 7.0), (2, 6.5)),
+                          "b-1-8s": [{"step": 40, "seconds": 4.0, "loss": 5.0}, {"step": 80, "seconds": 8.0, "loss": 4.0}],
                           "b-1-4s": curve((2, 6.0), (4, 5.5))},
                "other_runs": {"b-1-again": {**run, "model": "b", "budget_s": 2.0},
                               "b-1-4s": {**run, "model": "b", "budget_s": 4.0},
                               "b-1-8s": {**run, "model": "b", "budget_s": 8.0}},
-               "unfinished": {"m-1-8s": {**run, "model": "m", "budget_s": 8.0, "curve": curve((2, 4.5), (3, 3.5))},
+               "unfinished": {"m-1-8s": {**run, "model": "m", "budget_s": 8.0,
+                                         "curve": [{"step": 20, "seconds": 2.0, "loss": 4.5},
+                                                   {"step": 30, "seconds": 3.0, "loss": 3.5}]},
                               "m-2": {**run, "model": "m", "budget_s": 2.0, "curve": curve((1, 6.0))}}}
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(summary))
@@ -430,6 +434,10 @@ def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path,
     assert list(drawn["bold"]) == ["b-1-8s"] and drawn["faint"] == {}  # the longest budget only
     assert list(drawn["dashed"]) == ["m-1-8s (cut short at 3 s)"]
     assert drawn["target"] == 4.0 and "8 s" in drawn["title"]
+    printed = capsys.readouterr().out  # the figures a doc quotes, from the summary alone
+    assert "b-1-8s: 80 steps in 8.0 s (10.00 steps/s), eval loss 4.0000" in printed
+    assert "m-1-8s (cut short): 30 steps in 3.0 s (10.00 steps/s), eval loss 3.5000" in printed
+    assert "m-1-8s reaches b's final loss 4.0000 at 2.5 s (31.2% of 8.0 s), step 25 (of 80)" in printed
     # The baseline's long run not finished yet: no target line.
     del summary["other_runs"]["b-1-8s"]
     path.write_text(json.dumps(summary))

@@ -66,18 +66,18 @@ def write_eval_log(curve: Sequence[Mapping[str, float]], metrics_path: str) -> N
                     + "\n")
 
 
-def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float) -> Optional[float]:
-    """Training seconds at which ``curve`` first gets down to ``loss`` (linear between evaluations);
-    ``None`` if it never does. An evaluation whose loss is NaN is skipped."""
+def time_to_reach(curve: Sequence[Mapping[str, float]], loss: float, key: str = "seconds") -> Optional[float]:
+    """Training seconds (or, with ``key="step"``, the step) at which ``curve`` first gets down to ``loss``
+    (linear between evaluations); ``None`` if it never does. An evaluation whose loss is NaN is skipped."""
     previous = None
     for point in curve:
         if math.isnan(point["loss"]):
             continue
         if point["loss"] <= loss:
             if previous is None or previous["loss"] == point["loss"]:
-                return point["seconds"]
+                return point[key]
             fraction = (previous["loss"] - loss) / (previous["loss"] - point["loss"])
-            return previous["seconds"] + fraction * (point["seconds"] - previous["seconds"])
+            return previous[key] + fraction * (point[key] - previous[key])
         previous = point
     return None
 
