@@ -45,3 +45,28 @@ def test_a_folder_with_a_vocabulary_that_is_not_one_is_a_clear_error(tmp_path):
     with pytest.raises(RecipeError, match=r"Tokenizer folder .* could not be loaded \(Exception: WordPiece error: "
                                           r"Missing \[UNK\] token"):
         load_tokenizer(str(tmp_path))
+
+
+def test_hub_probe_connects_to_the_endpoints_host_and_port(monkeypatch):
+    """A mirror such as HF_ENDPOINT=http://host:8080 is probed on its own port, not on 443."""
+    import socket
+
+    from mosaicbert.tokenizer import hub_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        for endpoint, expected in [(f"http://127.0.0.1:{port}", True), (f"http://127.0.0.1:{port}/", True),
+                                   ("http://127.0.0.1:notaport", False), ("", False)]:
+            monkeypatch.setenv("HF_ENDPOINT", endpoint)
+            hub_reachable.cache_clear()
+            assert hub_reachable(timeout=2.0) is expected, endpoint
+    finally:
+        server.close()
+        hub_reachable.cache_clear()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert hub_reachable(timeout=2.0) is False  # nothing listens there any more
+    hub_reachable.cache_clear()

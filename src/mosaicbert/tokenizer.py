@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import socket
+import urllib.parse
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -27,18 +28,20 @@ BERT_UNCASED_NAMES = {"bert-base-uncased", "google-bert/bert-base-uncased", "ber
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect; False when HF_HUB_OFFLINE is set.
+    """Whether the hub at HF_ENDPOINT (a mirror's port too) answers a TCP connect; False when HF_HUB_OFFLINE is set.
 
     Asked once per process so offline machines skip the hub's long retry loop.
     """
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    if not endpoint.hostname:
+        return False
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
             return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a port that is not a number
         return False
 
 
