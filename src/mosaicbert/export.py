@@ -346,7 +346,7 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
     try:
         if family == "mosaic_bert":
             model.config.auto_map = dict(MOSAIC_AUTO_MAP)
-        model.save_pretrained(tmp_dir, safe_serialization=True)
+        model.save_pretrained(tmp_dir)  # safetensors: the default of transformers 4.57 and 5
         if family == "mosaic_bert":
             source_dir = os.path.dirname(model_package.__file__)
             for name in MODEL_SOURCE_FILES:  # shipped verbatim: the folder loads without this repository
