@@ -289,9 +289,9 @@ def sdpa_bias(unpadded: Unpadded, slopes: torch.Tensor, dtype: torch.dtype) -> t
     rows (``unpadded.segments``), the minimum also wherever query and key belong to different sequences:
     within one sequence |i - j| is the in-sequence distance, as rows hold each sequence contiguously.
 
-    Built once per forward and read by every layer. It is written out in full even without padding: on
-    an H200, SDPA's kernels ran slower on one ``[heads, S, S]`` bias expanded over the batch (stride 0)
-    than on the full tensor (benchmarks/microbench.py --only sdpa). Rows are allocated S rounded up to a
+    Built once per forward and read by every layer. It is written out in full even without padding: one
+    ``[heads, S, S]`` bias expanded over the batch (stride 0) did not make the step faster
+    (docs/performance.md; benchmarks/microbench.py --only sdpa times both). Rows are allocated S rounded up to a
     multiple of 8 wide and then cut to S: SDPA needs the row stride aligned to 8 elements and would
     otherwise copy the bias into an aligned one in every layer.
     """
@@ -488,7 +488,7 @@ class MosaicBertDropout(nn.Dropout):
 
     Inductor makes each random number of ``F.dropout`` with a Philox round function, a few dozen integer
     operations per element. The hash costs about 25, fuses into the neighbouring kernel, and backward
-    rebuilds the mask from the saved seed. On a BERT-base step this is +6% (docs/performance.md). Seeds
+    rebuilds the mask from the saved seed (benchmarks/microbench.py --only ffn times both dropouts). Seeds
     come from torch's generator, so runs stay reproducible under ``torch.manual_seed``. Eager mode,
     ``fast_dropout=False`` and partitioner settings that could recompute the seed use ``F.dropout``.
     """
@@ -578,10 +578,9 @@ class MosaicBertGatedMLP(nn.Module):
     One input projection weight of 2 x intermediate rows (gate rows first) with no bias, as in the paper's
     code. It is applied as two GEMMs, one per half of the weight: the GELU·mul then reads two contiguous
     ``[T, I]`` tensors and its backward writes two, instead of slicing one ``[T, 2I]`` tensor forward and
-    concatenating its gradient backward; that cut the compiled block from 3.29 to 2.88 ms per layer on an
-    H200 (docs/performance.md).
+    concatenating its gradient backward (benchmarks/microbench.py --only ffn times both layouts).
     ``glu_dropout="output"`` moves the dropout after ``wo`` (as BERT places it): 4x fewer masked
-    elements; with ``fast_dropout`` the two placements cost nearly the same (docs/performance.md).
+    elements.
     """
 
     def __init__(self, config: MosaicBertConfig):
