@@ -39,7 +39,7 @@ DATA=${DATA:-.gpu-data}
 TOK=$DATA/tokenizer/bert-base-uncased
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}
 mkdir -p "$out"
-work=${WORK:-/tmp/mosaicbert-gpu}  # MDS copies and run folders: outside the checkout, which is replaced on copies
+work=${WORK:-/tmp/mosaicbert-gpu}  # MDS copies and run folders: outside the checkout, so that replacing it loses none
 mkdir -p "$work"
 
 if [ -n "${WHEELS:-}" ]; then

@@ -82,12 +82,12 @@ SCALED = {
     "save_num_checkpoints_to_keep": 1,
     "console_log_interval": "200ba",
 }
-# The training order and masks every published run saw (the loaders' defaults then; they now follow the
-# recipe's seed): kept so that new runs continue the published sweep. Both models use the same.
+# The training order and masks every published run saw, pinned so that new runs continue the published
+# sweep (the loaders otherwise derive both from the recipe's seed). Both models use the same.
 DATA_SEEDS = {"train_loader.shuffle_seed": 9176, "train_loader.mask_seed": 0}
-# Likewise the attention layout of the published sweep's MosaicBERT runs: one row per sequence (`auto`'s
-# choice then). `auto` now packs padded rows, which makes steps faster; pinned, new runs stay comparable
-# with the sweep, and the comparison if anything understates MosaicBERT. `--set` still overrides it.
+# Likewise the attention layout of the published MosaicBERT runs: one row per sequence. `auto` packs
+# padded rows, which makes steps faster; pinned, new runs stay comparable with the published ones, and the
+# comparison if anything understates MosaicBERT. `--set` overrides it.
 MODEL_PINS = {"mosaicbert": {"model.config.attention_backend": "sdpa"}}
 # While a run pretrains, the summary is rewritten this often with the eval curve it has reached, so that
 # a machine that goes mid-run still leaves that curve behind (under ``unfinished``).
