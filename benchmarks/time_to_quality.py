@@ -523,7 +523,8 @@ def write_summary(args, record: dict) -> None:
     """The published summary: the record (a few KB: one curve point per evaluation), the command, the
     machine and versions; with ``--reuse``, ``earlier`` lists the invocations whose runs it reused."""
     published = {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:]),
-                 "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s, **record}
+                 "machine": machine(), "scaled_recipe": SCALED, "eval_every_s": args.eval_every_s,
+                 "baseline": BASELINE, **record}
     reused = getattr(args, "reused_record", None)
     if reused:
         published["earlier"] = reused.get("earlier", []) + [

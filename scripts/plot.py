@@ -16,6 +16,11 @@ from mosaicbert.analysis.time_to_quality import retrained_name, time_to_reach
 from mosaicbert.errors import RecipeError, report_errors
 
 
+def baseline_of(record: dict) -> str | None:
+    """The model the summary compares against (written as ``baseline``; earlier summaries list it first)."""
+    return record.get("baseline") or next(iter(record.get("best") or {}), None)
+
+
 def plot_sweep(summary_path: str, out: str) -> None:
     """A time_to_quality.py summary's sweep: each model's best run bold, the others faint, each best setting
     trained again (its ``retrained_name``, when the summary has it) dashed, the baseline's best final loss a
@@ -30,7 +35,7 @@ def plot_sweep(summary_path: str, out: str) -> None:
     faint = {name: curve for name, curve in curves.items() if name in record["sweep"] and name not in best.values()}
     again = {f"{retrained_name(name)} (the same setting trained again)": curves[retrained_name(name)]
              for name in best.values() if retrained_name(name) in curves}
-    baseline = next(iter(best))
+    baseline = baseline_of(record)
     target = curves[best[baseline]][-1]["loss"]
     plot_time_to_quality(bold, faint, out, target=target, target_label=f"best {baseline} run's final loss",
                          title="Time-to-quality sweep: eval loss against training time", dashed=again)
@@ -55,7 +60,7 @@ def plot_long(summary_path: str, out: str) -> None:
     bold = {name: record["curves"][name] for name, run in finished.items() if run["budget_s"] == budget}
     dashed = {f"{name} (cut short at {run['curve'][-1]['seconds']:.0f} s)": run["curve"]
               for name, run in cut_short.items() if run["budget_s"] == budget}
-    baseline = next(iter(record.get("best") or {}), None)
+    baseline = baseline_of(record)
     ended = next((curve for name, curve in bold.items() if finished[name]["model"] == baseline), None)
     drawn = {**{name: (curve, "") for name, curve in bold.items()},
              **{name: (run["curve"], " (cut short)") for name, run in cut_short.items() if run["budget_s"] == budget}}

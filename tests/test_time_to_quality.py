@@ -165,6 +165,7 @@ def test_the_sweep_runs_end_to_end_on_cpu_and_a_rerun_reuses_finished_runs(tmp_p
     assert (out / "results.md").read_text() in result.stdout
     published = json.loads((tmp_path / "published.json").read_text())
     assert published["budgets"]["3s"] == comparison and "machine" in published and "--lrs" in published["command"]
+    assert published["baseline"] == "bert"
     # The published summary alone redraws the sweep's plot.
     plotted = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "plot.py"), "sweep",
                               str(tmp_path / "published.json"), "--out", str(tmp_path / "sweep.png")],
@@ -408,6 +409,11 @@ def test_the_sweep_plot_draws_each_best_setting_trained_again_dashed(tmp_path, m
     assert {label: [p["loss"] for p in c] for label, c in drawn["dashed"].items()} == {
         "b-1-again (the same setting trained again)": [7.0, 6.8]}
     assert drawn["target"] == 6.0
+    # The baseline is the one the summary names, not the first model listed.
+    summary.write_text(json.dumps({"sweep": {"b-1": {}, "b-2": {}, "m-1": {}}, "best": {"m": "m-1", "b": "b-1"},
+                                   "curves": curves, "baseline": "b"}))
+    plot_script.plot_sweep(str(summary), str(tmp_path / "sweep.png"))
+    assert drawn["target"] == 6.0 and drawn["target_label"] == "best b run's final loss"
 
 
 def test_the_long_plot_draws_the_longest_runs_and_one_cut_short_dashed(tmp_path, monkeypatch, capsys):
