@@ -28,9 +28,8 @@ from ..composer_models import ComposerClassifier
 from ..config import to_dict
 from ..data.mlm_collator import split_batch
 from ..errors import RecipeError, describe
-from ..object_store import SYMLINK_SUFFIX
+from ..object_store import LATEST_NAME, SYMLINK_SUFFIX
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
-from ..training.checkpointing import LATEST_NAME
 from ..training.checkpointing import use_atomic_checkpoint_writes
 from ..training.trainer import (
     build_optimization,

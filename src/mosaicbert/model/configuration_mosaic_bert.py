@@ -23,8 +23,8 @@ class MosaicBertConfig(PretrainedConfig):
         type_vocab_size: number of token-type (segment) ids.
         initializer_range: std of the normal init of weights (BERT: 0.02).
         layer_norm_eps: LayerNorm epsilon.
-        alibi_starting_size: unused by the math (ALiBi has no maximum length); kept as the length the
-            model was trained at, for documentation and for `max_position_embeddings`-style queries.
+        alibi_starting_size: unused by the math (ALiBi has no maximum length); kept, as in the original
+            MosaicBERT config, to record the length the model was trained at.
         attention_backend: "auto" | "flash_attn" | "flex" | "sdpa" | "sdpa_packed". "auto" picks flash_attn
             on CUDA with fp16/bf16 activations when flash-attn provides ``flash_attn_varlen_qkvpacked_func``
             (flash-attn 2; flash-attn 4 does not), else SDPA: "sdpa_packed" when the caller gives a packing

@@ -32,13 +32,11 @@ import composer.utils.checkpoint as composer_checkpoint
 
 from ..checkpoints import check_checkpoint_file
 from ..errors import RecipeError
-from ..object_store import CHECKPOINT_NAME, earlier_run_message, run_save_folder
+from ..object_store import CHECKPOINT_NAME, LATEST_NAME, earlier_run_message, run_save_folder
 
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
-# Composer's Trainer default save_latest_filename, which the recipe keeps (CHECKPOINT_NAME: its save_filename).
-LATEST_NAME = "latest-rank0.pt"
 
 _composer_write = composer_checkpoint._write_checkpoint_file  # Composer's own writer, wrapped below
 
