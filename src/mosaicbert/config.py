@@ -100,7 +100,7 @@ class TrainerConfig:
     console_log_interval: Union[str, int] = dataclasses.field(default="100ba", metadata=help_text(
         "How often log_to_console prints.", time_units=("ba", "ep")))
     dist_timeout: float = dataclasses.field(default=600.0, metadata=help_text(
-        "Seconds to wait for other ranks (multi-node start-up).", minimum=1.0))
+        "Seconds any wait for other ranks may take: the rendezvous and every collective.", minimum=1.0))
     python_log_level: Optional[str] = dataclasses.field(default="info", metadata=help_text(
         "Log level of the composer, mosaicbert and streaming loggers."))
 

@@ -309,8 +309,8 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
 
     Args:
         checkpoint: a Composer checkpoint of this recipe (local path, or an object-store URI such as
-            ``s3://bucket/run/ep1-ba1000-rank0.pt``, fetched with ``composer.utils.get_file``), or an
-            exported folder.
+            ``s3://bucket/run/ep1-ba1000-rank0.pt``: ``s3://`` through boto3, other schemes with
+            ``composer.utils.get_file``), or an exported folder.
         out_dir: the folder to create. It must not exist unless ``overwrite``.
         overwrite: replace an existing export at ``out_dir`` (only a model folder or an empty folder).
         tokenizer: tokenizer name or folder; default the checkpoint's ``tokenizer_name``.

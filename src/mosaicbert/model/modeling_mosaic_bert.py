@@ -135,9 +135,15 @@ class Unpadded:
     token_of: ``[B*S]`` for each position, the index of its token in ``[T]`` (at padding, that of the last
         real token before it, or 0; never read there); None when ``indices`` is.
     cu_seqlens: ``[B+1]`` int32 cumulative sequence lengths; sequence b is rows cu[b]:cu[b+1].
+    seqlens: ``[B]`` int32 sequence lengths.
+    mask: ``[B, S]`` bool, True at real tokens.
+    batch, seqlen: B and S.
     num_tokens: T.
     segments: for a layout of rows holding several sequences (:meth:`packed`), ``[rows, S]``: the sequence
         each position holds, -1 at padding; None for one sequence per row.
+
+    In a packed layout, ``indices``, ``token_of``, ``mask`` and ``batch`` describe the rows (``rows`` in
+    place of B), while ``cu_seqlens`` and ``seqlens`` still describe the B sequences.
     """
 
     indices: Optional[torch.Tensor]

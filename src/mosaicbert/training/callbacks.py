@@ -2,9 +2,12 @@
 
 * :class:`RecipeMetadata` puts the model family, its config and the tokenizer into every checkpoint,
   so fine-tuning and export need only the checkpoint.
+* :class:`RestoreRNG` loads a checkpoint's RNG state before the first resumed batch.
 * :class:`TrainingSummary` prints what a person wants at the end of a run.
+* :class:`SampleLog` writes which samples each rank trained on, for auditing data order.
 * :class:`JSONLinesLogger` writes every logged metric to a ``.jsonl`` file
   (:func:`mosaicbert.analysis.metrics_log.read_jsonl` reads it; ``scripts/plot.py metrics`` draws it).
+* :class:`RunFile`, mixed into the last two: one file that tells one story across resumptions.
 """
 
 from __future__ import annotations
