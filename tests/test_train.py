@@ -16,6 +16,7 @@ from composer.core import Callback
 from mosaicbert.config import load_config
 from mosaicbert.errors import RecipeError
 from mosaicbert.training import step_profile
+from mosaicbert.training.callbacks import TrainingSummary
 from mosaicbert.training.step_profile import StepProfile
 from mosaicbert.training.trainer import build_pretraining_trainer
 
@@ -106,7 +107,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_mds, tmp_path, 
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
 
 
-def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path):
+def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path, capsys):
     folder = str(tmp_path / "auto")
     overrides = tiny_overrides(tiny_mds, folder, run_name="auto-run", autoresume="true")
     first = build_pretraining_trainer(load_config(DEMO, overrides))
@@ -116,9 +117,15 @@ def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path):
     first.close()
     second = build_pretraining_trainer(load_config(DEMO, overrides))
     assert int(second.state.timestamp.batch) == 3
+    second.state.callbacks.append(TrainingSummary(print_every_eval=False, window=2))
     second.fit()
     assert int(second.state.timestamp.batch) == 6
+    capsys.readouterr()
     second.close()
+    # The summary counts the whole run's batches but says its losses are this launch's.
+    printed = capsys.readouterr().out
+    assert "batches trained          6 " in printed and "this launch resumed at batch 3" in printed
+    assert "(batches 4-5) -> " in printed and "(last 1)" in printed
 
 
 def test_the_run_seed_sets_the_data_order_and_masks(tiny_mds, tmp_path):

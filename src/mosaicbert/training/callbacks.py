@@ -136,7 +136,8 @@ class RestoreRNG(Callback):
 class TrainingSummary(Callback):
     """Prints, when the trainer closes after ``fit``: first and last training loss, the last eval loss
     and masked accuracy, real (non-padding) tokens per second of training after the first ``window``
-    batches (which include compilation), and the latest checkpoint.
+    batches (which include compilation), and the latest checkpoint. After a resume, the losses and
+    tokens/s are those of this launch, and the summary says at which batch it resumed.
 
     It prints at ``close`` rather than ``fit_end`` because Composer's end-of-training evaluation runs
     after the ``fit_end`` callbacks."""
@@ -151,8 +152,11 @@ class TrainingSummary(Callback):
         self._batch_start = 0.0
         self.eval_history: list[tuple[int, dict[str, float]]] = []
         self._fit_ended = False
+        self._launch_start_batch: Optional[int] = None  # batches done before this launch's first (resume)
 
     def batch_start(self, state: State, logger: Logger) -> None:
+        if self._launch_start_batch is None:
+            self._launch_start_batch = int(state.timestamp.batch)
         self._batch_start = time.perf_counter()
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -181,14 +185,20 @@ class TrainingSummary(Callback):
         self._fit_ended = False  # print once
         lines = ["", "=" * 72, f"Training summary: {state.run_name}", "-" * 72,
                  f"batches trained          {int(state.timestamp.batch)} ({int(state.timestamp.sample)} samples)"]
+        resumed_at = self._launch_start_batch or 0
+        if resumed_at:
+            lines[-1] += f"; this launch resumed at batch {resumed_at}: losses and tokens/s below are its own"
         if self.first_losses:
             first = torch.stack(self.first_losses).float().mean().item()
+            n = len(self.first_losses)
+            first_label = f"batches {resumed_at + 1}-{resumed_at + n}" if resumed_at else f"first {n} batches"
             if self.last_losses:
                 last = torch.stack(list(self.last_losses)).float().mean().item()
-                lines.append(f"train loss               {first:.4f} (first {len(self.first_losses)} batches) -> "
+                lines.append(f"train loss               {first:.4f} ({first_label}) -> "
                              f"{last:.4f} (last {len(self.last_losses)})")
             else:  # a run no longer than the window has no later batches to compare with
-                lines.append(f"train loss               {first:.4f} (mean of all {len(self.first_losses)} batches)")
+                every = f"batches {resumed_at + 1}-{resumed_at + n}" if resumed_at else f"all {n} batches"
+                lines.append(f"train loss               {first:.4f} (mean of {every})")
         if self.eval_history:
             step, values = self.eval_history[-1]
             for name, value in values.items():
@@ -197,7 +207,7 @@ class TrainingSummary(Callback):
         if self._tokens_at_window is not None and tokens > 0 and self.train_seconds > 0:
             lines.append(f"real tokens / s          {tokens / self.train_seconds:,.0f} "
                          f"({tokens:,.0f} tokens in {self.train_seconds:.1f} s of training steps, "
-                         f"after the first {self.window} batches)")
+                         f"after the first {self.window} batches{' of this launch' if resumed_at else ''})")
         checkpoint = latest_checkpoint(state)
         lines.append(f"latest checkpoint        {checkpoint or '(none saved: set save_folder)'}")
         lines.append("=" * 72)
