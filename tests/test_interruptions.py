@@ -253,15 +253,45 @@ def test_the_complete_checkpoint_of_a_run_passes_the_check(uninterrupted, tmp_pa
     check_checkpoint_file(str(tmp_path / "copy.pt"))
 
 
-def test_ctrl_c_in_a_command_is_one_line_and_status_130(capsys):
+@pytest.mark.parametrize("stop, status, line", [(KeyboardInterrupt(), 130, "interrupted (Ctrl-C)."),
+                                               (SystemExit(130), 130, "interrupted (Ctrl-C)."),
+                                               (SystemExit(143), 143, "stopped by SIGTERM.")],
+                         ids=["KeyboardInterrupt", "SIGINT via Composer", "SIGTERM via Composer"])
+def test_ctrl_c_or_sigterm_in_a_command_is_one_line_and_its_status(capsys, stop, status, line):
     from mosaicbert.errors import report_errors
 
-    def interrupted():
-        raise KeyboardInterrupt
+    def stopped():
+        raise stop
 
-    assert report_errors(interrupted) == 130
+    assert report_errors(stopped) == status
     err = capsys.readouterr().err
-    assert err.strip().startswith("interrupted (Ctrl-C).") and "Traceback" not in err
+    assert err.strip().startswith(line) and "autoresume=true" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):  # any other exit status passes through untouched
+        report_errors(lambda: sys.exit(3))
+
+
+def test_ctrl_c_during_training_prints_one_line(tiny_mds, tmp_path):
+    """A real SIGINT to ``main.py`` while it trains: Composer's handler exits with 130, and the user is told
+    what was kept and how to continue."""
+    import signal
+    import time
+
+    folder = tmp_path / "ckpt"
+    args = autoresume_overrides(tiny_mds, folder, max_duration="100000ba", save_interval="1ba")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "main.py"), DEMO, *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (folder / "ep0-ba2-rank0.pt").exists():  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted (Ctrl-C). Outputs get their final names only when complete" in err, err[-3000:]
+    assert "Traceback" not in err
 
 
 def test_keep_lines_filters_in_place_and_drops_a_line_cut_off_mid_write(tmp_path):

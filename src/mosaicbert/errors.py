@@ -24,6 +24,7 @@ class RecipeError(Exception):
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM (a scheduler's pre-emption, Composer's launcher stopping its ranks)
 
 
 def describe(err: BaseException, width: int = 200) -> str:
@@ -33,15 +34,25 @@ def describe(err: BaseException, width: int = 200) -> str:
 
 def report_errors(action: Callable[[], object]) -> int:
     """Run ``action`` for a command-line entry point: its int result (or 0) is the exit status; a
-    RecipeError is printed as one paragraph, without a traceback, and gives status 2; Ctrl-C gives one
-    line and status 130."""
+    RecipeError is printed as one paragraph, without a traceback, and gives status 2; Ctrl-C or SIGTERM
+    gives one line and status 130 or 143. (Once Composer is imported, its signal handler turns both
+    signals into ``SystemExit(128 + signal)`` instead of KeyboardInterrupt.)"""
     try:
         result = action()
     except RecipeError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("\ninterrupted (Ctrl-C). Outputs get their final names only when complete, so none was left "
-              "half-written.\n", file=sys.stderr, flush=True)
+        _print_stopped("interrupted (Ctrl-C)")
         return EXIT_INTERRUPTED
+    except SystemExit as stop:
+        if stop.code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            raise
+        _print_stopped("interrupted (Ctrl-C)" if stop.code == EXIT_INTERRUPTED else "stopped by SIGTERM")
+        return stop.code
     return result if isinstance(result, int) else 0
+
+
+def _print_stopped(how: str) -> None:
+    print(f"\n{how}. Outputs get their final names only when complete, so none was left half-written; a "
+          "training run continues from its last checkpoint with autoresume=true.\n", file=sys.stderr, flush=True)
