@@ -59,7 +59,7 @@ def test_overrides_and_interpolation():
     (["model.name=gpt2"], "Valid model names: hf_bert, mosaic_bert"),
     (["train_loader.name=c4"], "Valid dataloader names: text"),
     (["optimizer.name=sgd"], "Valid optimizer names:"),
-    (["optimizer.lr=fast"], "'lr' is 'fast' (str), but it must be float"),
+    (["optimizer.lr=fast"], "Key 'optimizer.lr' is 'fast' (str), but it must be float"),
     (["seed=1.5"], "'seed' is 1.5 (float), but it must be int"),
     (["precision=fp64"], "must be one of 'fp32', 'amp_bf16', 'amp_fp16'"),
     (["model.config.hiden_size=8"], "Did you mean 'hidden_size'?"),

@@ -436,15 +436,16 @@ CUSTOM = {"name": "mine", "data_dir": "/tmp/x", "text_columns": ["s"], "label_co
 
 @pytest.mark.parametrize("keys, message", [
     ({"tasks": {"mnlii": {}}}, r"Unknown task 'mnlii' in tasks\. Did you mean 'mnli'"),
-    ({"tasks": {"rte": {"lrr": 1.0e-5}}}, r"Unknown key tasks\.rte\.'lrr'\. Did you mean 'lr'\? Allowed keys here: "),
-    ({"tasks": {"rte": {"lr": "fast"}}}, r"tasks\.rte\.'lr' is 'fast'"),
+    ({"tasks": {"rte": {"lrr": 1.0e-5}}}, r"Unknown key 'tasks\.rte\.lrr'\. Did you mean 'lr'\? Allowed keys here: "),
+    ({"tasks": {"rte": {"learning_rate": 1.0e-5}}}, r"Unknown key 'tasks\.rte\.learning_rate'\. Did you mean 'lr'\?"),
+    ({"tasks": {"rte": {"lr": "fast"}}}, r"Key 'tasks\.rte\.lr' is 'fast'"),
     ({"tasks": {"rte": {"lr": 0.0}}}, r"the learning rate must be positive"),
     ({"tasks": {"rte": {"seeds": []}}}, r"tasks\.rte\.seeds"),
     ({"tasks": {"rte": {"init_from": "qnli"}}}, r"init_from is 'qnli', which is not a task of this recipe"),
     ({"tasks": {"rte": {"init_from": "mnli"}, "mnli": {"init_from": "rte"}}}, "cycle"),
     ({"tasks": {"rte": {}}, "run_tasks": ["qnli"]}, "not among this recipe's tasks"),
     ({"tasks": {"rte": {}}, "run_tasks": ["rtee"]}, "Did you mean 'rte'"),
-    ({"custom_tasks": [dict(CUSTOM, seedz=[1])]}, r"Unknown key custom_tasks\[0\]\.'seedz'\. Did you mean 'seeds'"),
+    ({"custom_tasks": [dict(CUSTOM, seedz=[1])]}, r"Unknown key 'custom_tasks\[0\]\.seedz'\. Did you mean 'seeds'"),
     ({"custom_tasks": [dict(CUSTOM), dict(CUSTOM)]}, "used twice"),
     ({"custom_tasks": [dict(CUSTOM, name="rte")]}, "built-in GLUE task"),
     ({"tasks": {}}, "no tasks"),
@@ -452,7 +453,7 @@ CUSTOM = {"name": "mine", "data_dir": "/tmp/x", "text_columns": ["s"], "label_co
     ({"tasks": {"rte": {"warmup": "0.1dur"}}, "scheduler": {"name": "cosine_with_warmup", "t_warmup": "0ba"}},
      None),
     ({"tasks": {"rte": {"alpha_f": 0.5}}, "scheduler": {"name": "constant_with_warmup", "t_warmup": "0ba"}},
-     r"Task 'rte'.*scheduler\.'alpha_f'"),
+     r"Task 'rte'.*'scheduler\.alpha_f'"),
     ({"taks": {"rte": {}}}, "Did you mean 'tasks'"),
     # Per-task times and sizes, named by their key (Composer would stop at the job's first batch).
     ({"tasks": {"rte": {"max_duration": "banana"}}}, r"tasks\.rte\.max_duration='banana' is not a time\. Use one "

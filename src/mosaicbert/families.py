@@ -128,7 +128,7 @@ def check_config_keys(family_name: str, config: dict, where: str = "model.config
     allowed = FAMILIES[family_name].allowed_config_keys() - excluded
     unknown = sorted(set(config) - allowed)
     if unknown:
-        raise RecipeError(f"Unknown key {where}.{unknown[0]!r} for {family_name}.{did_you_mean(unknown[0], allowed)} "
+        raise RecipeError(f"Unknown key '{where}.{unknown[0]}' for {family_name}.{did_you_mean(unknown[0], allowed)} "
                           f"Allowed: {', '.join(sorted(allowed))}{note}.")
 
 

@@ -67,9 +67,20 @@ def matches_type(value: Any, annotation: Any) -> bool:
     return True
 
 
+# Names other tools use for a key of these recipes (Hugging Face Trainer, PyTorch), for "Did you mean".
+SYNONYMS = {"learning_rate": "lr", "num_train_epochs": "max_duration", "epochs": "max_duration",
+            "max_steps": "max_duration", "batch": "batch_size", "train_batch_size": "batch_size",
+            "per_device_train_batch_size": "batch_size", "seed": "seeds", "warmup_steps": "warmup",
+            "warmup_ratio": "warmup", "wd": "weight_decay", "max_length": "max_seq_len",
+            "optim": "optimizer", "lr_scheduler": "scheduler"}
+
+
 def did_you_mean(name, choices) -> str:
-    """`` Did you mean 'x'?`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    """`` Did you mean 'x'?`` for the closest choice (or the recipe's name for another tool's), or ""."""
+    choices = [str(c) for c in choices]
+    if SYNONYMS.get(str(name)) in choices:
+        return f" Did you mean {SYNONYMS[str(name)]!r}?"
+    close = difflib.get_close_matches(str(name), choices, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
@@ -77,16 +88,16 @@ def check_keys(given: dict, allowed: dict[str, Any], required: set[str], where: 
     """Unknown keys, missing keys and wrong types, each a RecipeError naming the key."""
     for key in given:
         if key not in allowed:
-            raise RecipeError(f"Unknown key {where}{key!r}.{did_you_mean(key, allowed)} "
+            raise RecipeError(f"Unknown key '{where}{key}'.{did_you_mean(key, allowed)} "
                               f"Allowed keys here: {', '.join(sorted(allowed))}.")
     missing = sorted(required - set(given))
     if missing:
-        raise RecipeError(f"Missing required key {where}{missing[0]!r}: add it to the YAML or pass "
+        raise RecipeError(f"Missing required key '{where}{missing[0]}': add it to the YAML or pass "
                           f"{where}{missing[0]}=... on the command line.")
     for key, value in given.items():
         if not matches_type(value, allowed[key]):
             raise RecipeError(
-                f"Key {where}{key!r} is {value!r} ({type(value).__name__}), but it must be "
+                f"Key '{where}{key}' is {value!r} ({type(value).__name__}), but it must be "
                 f"{type_name(allowed[key])}."
             )
 

@@ -198,7 +198,7 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
         unknown = [k for k in entry if k not in TASK_SPEC_KEYS and k not in hparam_keys]
         if unknown:
             allowed = list(TASK_SPEC_KEYS) + sorted(hparam_keys)
-            raise RecipeError(f"Unknown key {where}.{unknown[0]!r}.{did_you_mean(unknown[0], allowed)} Allowed: task keys "
+            raise RecipeError(f"Unknown key '{where}.{unknown[0]}'.{did_you_mean(unknown[0], allowed)} Allowed: task keys "
                               f"{', '.join(TASK_SPEC_KEYS)}; per-task keys {', '.join(sorted(hparam_keys))}.")
         spec = TaskSpec.from_dict({k: v for k, v in entry.items() if k in TASK_SPEC_KEYS})
         if spec.name in plans:
