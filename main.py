@@ -9,14 +9,18 @@ import sys
 from mosaicbert.config import load_config
 from mosaicbert.training.cli import run
 from mosaicbert.training.multinode import explain_lost_ranks
-from mosaicbert.training.trainer import build_pretraining_trainer
+from mosaicbert.training.trainer import build_pretraining_trainer, finished_run_message
 
 
 def pretrain(yaml_path: str, overrides: list[str]) -> None:
     cfg = load_config(yaml_path, overrides)
     with explain_lost_ranks(cfg):
         trainer = build_pretraining_trainer(cfg)
-        trainer.fit()
+        finished = finished_run_message(trainer)
+        if finished:
+            print(finished, flush=True)
+        else:
+            trainer.fit()
     trainer.close()
 
 

@@ -128,6 +128,20 @@ def test_autoresume_picks_up_the_latest_checkpoint(tiny_mds, tmp_path, capsys):
     assert "(batches 4-5) -> " in printed and "(last 1)" in printed
 
 
+def test_autoresume_of_a_finished_run_says_so_and_trains_nothing(tiny_mds, tmp_path):
+    """A scheduler that relaunches a job after it ended: one line, exit 0, the checkpoints untouched
+    (Composer's fit would raise a ValueError naming reset_time)."""
+    args = tiny_overrides(tiny_mds, str(tmp_path / "ckpt"), max_duration="2ba", run_name="done", autoresume="true")
+    first = run_main([DEMO, *args], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = sorted(os.listdir(tmp_path / "ckpt"))
+    again = run_main([DEMO, *args], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Run 'done' has already trained for its max_duration (2ba)" in again.stdout, again.stdout[-2000:]
+    assert "raise max_duration" in again.stdout and "Traceback" not in again.stderr
+    assert sorted(os.listdir(tmp_path / "ckpt")) == names
+
+
 def test_the_run_seed_sets_the_data_order_and_masks(tiny_mds, tmp_path):
     def first_batch(seed):
         overrides = tiny_overrides(tiny_mds, str(tmp_path / f"s{seed}"), seed=seed) + ["save_folder=null"]

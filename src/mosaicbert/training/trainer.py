@@ -232,6 +232,19 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     return trainer
 
 
+def finished_run_message(trainer: Trainer) -> Optional[str]:
+    """What to say when a resumed run has already trained for its whole max_duration (a scheduler that
+    relaunches a job after it ended, with autoresume), or None. Composer's ``fit`` would raise a ValueError
+    that names ``reset_time``, not a recipe key."""
+    state = trainer.state
+    if state.max_duration is None or state.timestamp.get(state.max_duration.unit) < state.max_duration:
+        return None
+    return (f"Run {state.run_name!r} has already trained for its max_duration ({state.max_duration}): "
+            f"its checkpoint is at batch {int(state.timestamp.batch)}, so there is nothing to train. To train "
+            "longer, raise max_duration (a schedule given in 'dur' then follows the new length); for a new run, "
+            "give another run_name.")
+
+
 def restore_rng_mid_epoch(trainer: Trainer) -> None:
     """Make a mid-epoch resume continue the RNG stream exactly (see :class:`RestoreRNG`).
 
