@@ -294,6 +294,26 @@ def test_ctrl_c_during_training_prints_one_line(tiny_mds, tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_new_run_keeps_an_earlier_runs_metrics_log_under_another_name(tiny_mds, tmp_path):
+    """The same run_name launched again from batch 0 (no checkpoints kept): the earlier log is not lost."""
+    log_path = tmp_path / "logs" / "metrics.jsonl"
+    overrides = tiny_overrides(tiny_mds, "null", max_duration="2ba", **{"loggers.jsonl.path": str(log_path)})
+    contents = []
+    for _ in range(3):
+        trainer = build_pretraining_trainer(load_config(DEMO, overrides))
+        trainer.fit()
+        trainer.close()
+        contents.append(log_path.read_text())
+    assert all('"loss/train/total"' in text for text in contents)
+    assert sorted(os.listdir(log_path.parent)) == ["metrics.earlier-1.jsonl", "metrics.earlier-2.jsonl",
+                                                   "metrics.jsonl"]
+    assert (log_path.parent / "metrics.earlier-1.jsonl").read_text() == contents[0]
+    assert (log_path.parent / "metrics.earlier-2.jsonl").read_text() == contents[1]
+    assert callbacks.keep_earlier_file(str(tmp_path / "none.jsonl")) is None  # nothing there: nothing moved
+    (tmp_path / "empty.jsonl").write_text("")
+    assert callbacks.keep_earlier_file(str(tmp_path / "empty.jsonl")) is None
+
+
 def test_keep_lines_filters_in_place_and_drops_a_line_cut_off_mid_write(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n{"a": 5}\n{"a": ')

@@ -70,11 +70,29 @@ def _json_row(line: bytes) -> dict:
     return row if isinstance(row, dict) else {}
 
 
+def keep_earlier_file(path: str) -> Optional[str]:
+    """Move a non-empty file at ``path`` to the first free ``<root>.earlier-<n><ext>`` beside it, so that a
+    new file there loses nothing; returns the new name (None when there was nothing to keep)."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    root, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f"{root}.earlier-{n}{ext}"):
+        n += 1
+    kept = f"{root}.earlier-{n}{ext}"
+    os.replace(path, kept)
+    log.warning("%s held an earlier run's lines; kept as %s. This run writes a new %s.", path, kept,
+                os.path.basename(path))
+    return kept
+
+
 class RunFile:
     """A file of one line per event that tells one continuous story across resumptions (mixed into the
     metrics logger and :class:`SampleLog`).
 
-    A run from batch 0 starts the file afresh. Its lines are on disk before every checkpoint is written
+    A run from batch 0 starts the file afresh; a non-empty file already at its path (an earlier run's, e.g.
+    the same run_name launched again) is kept under the next free name ``<name>.earlier-<n><ext>``, with a
+    warning. Its lines are on disk before every checkpoint is written
     (``state_dict``, which Composer calls on every rank while saving, flushes and syncs the file). A run
     resumed from a checkpoint first drops the lines its batches will write again (``_keep``: what was
     written after the checkpoint, or what a pre-emption cut off mid-line), then continues the file: no
@@ -92,6 +110,7 @@ class RunFile:
         path = template.format(run_name=state.run_name, **fields)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if int(state.timestamp.batch) == 0 or not os.path.exists(path):
+            keep_earlier_file(path)
             self._file, self._lines = open(path, "w"), 0
             return
         self._lines = keep_lines(path, self._keep(state))
