@@ -142,6 +142,34 @@ def test_autoresume_of_a_finished_run_says_so_and_trains_nothing(tiny_mds, tmp_p
     assert sorted(os.listdir(tmp_path / "ckpt")) == names
 
 
+def test_a_starting_checkpoint_of_another_model_is_one_clear_error(tiny_mds, tmp_path):
+    """load_path or autoresume with a recipe whose model differs from the checkpoint's: Composer's KeyError or
+    size mismatch becomes a RecipeError naming the families and the settings that differ."""
+    folder = tmp_path / "ckpt"
+    trainer = build_pretraining_trainer(load_config(DEMO, tiny_overrides(tiny_mds, str(folder), max_duration="1ba",
+                                                                         save_interval="1ba", run_name="shape")))
+    trainer.fit()
+    trainer.close()
+    checkpoint = str(folder / "ep0-ba1-rank0.pt")
+    for extra, expected in [
+            ({"model.config.num_hidden_layers": 3},
+             r"It holds a mosaic_bert model, this recipe builds mosaic_bert; num_hidden_layers 1 \(checkpoint\) "
+             r"vs 3 \(recipe\)"),
+            ({"model.config.hidden_size": 64, "model.config.intermediate_size": 64},
+             r"hidden_size 32 \(checkpoint\) vs 64 \(recipe\)")]:
+        overrides = tiny_overrides(tiny_mds, str(tmp_path / "other"), load_path=checkpoint, **extra)
+        with pytest.raises(RecipeError, match=expected) as err:
+            build_pretraining_trainer(load_config(DEMO, overrides))
+        assert f"starts from, {checkpoint!r}, does not fit" in str(err.value)
+    overrides = tiny_overrides(tiny_mds, str(folder), run_name="shape", autoresume="true",
+                               **{"model.config.num_hidden_layers": 3})
+    with pytest.raises(RecipeError, match=r"latest-rank0\.pt', does not fit.*num_hidden_layers 1"):
+        build_pretraining_trainer(load_config(DEMO, overrides))
+    overrides = tiny_overrides(tiny_mds, str(tmp_path / "hf"), model="hf_bert", load_path=checkpoint)
+    with pytest.raises(RecipeError, match="It holds a mosaic_bert model, this recipe builds hf_bert"):
+        build_pretraining_trainer(load_config(DEMO, overrides))
+
+
 def test_the_run_seed_sets_the_data_order_and_masks(tiny_mds, tmp_path):
     def first_batch(seed):
         overrides = tiny_overrides(tiny_mds, str(tmp_path / f"s{seed}"), seed=seed) + ["save_folder=null"]

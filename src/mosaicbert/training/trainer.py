@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Optional
 
 import torch
@@ -10,10 +11,10 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from .. import registry
-from ..checkpoints import check_checkpoint_file
+from ..checkpoints import check_checkpoint_file, read_composer_checkpoint
 from ..config import PretrainConfig, TrainerConfig, to_dict
-from ..errors import RecipeError
-from ..object_store import pretraining_store_kwargs, run_save_folder
+from ..errors import RecipeError, describe
+from ..object_store import LATEST_NAME, pretraining_store_kwargs, run_save_folder
 from ..tokenizer import load_tokenizer
 from ..validation import check_folder_can_be_made
 from .callbacks import RecipeMetadata, RestoreRNG
@@ -223,13 +224,55 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
     kwargs.update(store_kwargs)
     use_atomic_checkpoint_writes()
     node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
-    trainer = Trainer(
-        model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
-        optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
-        loggers=loggers, **kwargs,
-    )
+    try:
+        trainer = Trainer(
+            model=model, train_dataloader=train_loader, eval_dataloader=eval_loader,
+            optimizers=optimizer, schedulers=scheduler, algorithms=algorithms, callbacks=callbacks,
+            loggers=loggers, **kwargs,
+        )
+    except (KeyError, RuntimeError) as err:  # Composer loads the starting checkpoint in the constructor
+        starting = starting_checkpoint(cfg, store_kwargs)
+        if starting is None or not (isinstance(err, KeyError) or any(
+                marker in str(err) for marker in ("size mismatch", "Missing key", "Unexpected key"))):
+            raise
+        raise checkpoint_mismatch(starting, model.family.name, model.model.config.to_dict(), err) from None
     restore_rng_mid_epoch(trainer)
     return trainer
+
+
+def starting_checkpoint(cfg: TrainerConfig, store_kwargs: dict) -> Optional[str]:
+    """The checkpoint the Trainer loads at construction: autoresume's, else load_path; None for none."""
+    if cfg.autoresume and "load_path" in store_kwargs:
+        return store_kwargs["load_path"]
+    if cfg.autoresume and cfg.save_folder and "://" not in cfg.save_folder and \
+            local_checkpoints(cfg.save_folder, cfg.run_name):
+        return os.path.join(run_save_folder(cfg.save_folder, cfg.run_name), LATEST_NAME)
+    return cfg.load_path
+
+
+# The config keys that set a model's parameter shapes: where a checkpoint and a recipe may differ.
+SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size")
+
+
+def checkpoint_mismatch(path: str, family: str, config: dict, err: BaseException) -> RecipeError:
+    """A RecipeError for a starting checkpoint whose weights do not fit the recipe's model: the families and
+    the shape settings that differ, read from the checkpoint's RecipeMetadata where it is a local file."""
+    found = ""
+    if "://" not in path:
+        try:
+            weights = read_composer_checkpoint(path)
+        except RecipeError:
+            weights = None
+        if weights is not None and weights.model_family:
+            theirs = weights.model_config or {}
+            differ = [f"{key} {theirs[key]} (checkpoint) vs {config[key]} (recipe)" for key in SHAPE_KEYS
+                      if key in theirs and key in config and theirs[key] != config[key]]
+            found = (f" It holds a {weights.model_family} model, this recipe builds {family}"
+                     + (f"; {', '.join(differ)}" if differ else "") + ".")
+    return RecipeError(f"The checkpoint this run starts from, {path!r}, does not fit the recipe's model "
+                       f"({describe(err)}).{found} Set model.name and model.config to the checkpoint's, or "
+                       "start a new run (another run_name or save_folder, without load_path).")
 
 
 def finished_run_message(trainer: Trainer) -> Optional[str]:
