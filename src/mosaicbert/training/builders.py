@@ -46,8 +46,22 @@ def build_decoupled_adamw(params, lr: float = 5.0e-4, betas: list[float] = (0.9,
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay / lr, fused=fused)
 
 
+def check_adam_values(kwargs: dict, where: str = "optimizer") -> None:
+    """The values torch's Adam checks only when the optimizer is built (after the model), or not at all:
+    betas two numbers in [0, 1), eps and weight decay not negative, a learning rate not negative."""
+    betas, lr = kwargs.get("betas"), kwargs.get("lr")  # absent: the builders' defaults
+    if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+        raise RecipeError(f"{where}.betas={list(betas)!r} must be two numbers in [0, 1), e.g. [0.9, 0.98].")
+    for key in ("eps", "weight_decay"):
+        if kwargs.get(key) is not None and kwargs[key] < 0:
+            raise RecipeError(f"{where}.{key}={kwargs[key]!r} must not be negative.")
+    if lr is not None and lr < 0:
+        raise RecipeError(f"{where}.lr={lr!r} must not be negative.")
+
+
 def check_positive_lr(kwargs: dict, where: str = "optimizer") -> None:
-    """The decoupled decay divides by the initial learning rate: it must be positive."""
+    """Adam's values, and a positive learning rate: the decoupled decay divides by the initial one."""
+    check_adam_values(kwargs, where)
     lr = kwargs.get("lr")  # absent: the builders' positive default
     if lr is not None and not lr > 0:
         raise RecipeError(f"optimizer lr={lr!r}: the learning rate must be positive (decoupled weight decay is "
@@ -145,7 +159,7 @@ def build_training_summary(print_every_eval: bool = True):
 # ----------------------------------------------------------------------------------------------
 registry.OPTIMIZERS.register("decoupled_adamw", build_decoupled_adamw, check=check_positive_lr)
 registry.OPTIMIZERS.register("composer_decoupled_adamw", build_composer_decoupled_adamw, check=check_positive_lr)
-registry.OPTIMIZERS.register("adamw", build_adamw)
+registry.OPTIMIZERS.register("adamw", build_adamw, check=check_adam_values)
 
 registry.SCHEDULERS.register("linear_decay_with_warmup", LinearWithWarmupScheduler, check=check_schedule_times)
 registry.SCHEDULERS.register("cosine_with_warmup", CosineAnnealingWithWarmupScheduler, check=check_schedule_times)
