@@ -82,6 +82,14 @@ def plot_long(summary_path: str, out: str) -> None:
                          dashed=dashed)
 
 
+EXPECTED = {
+    "metrics": "Give the metrics log of a run (loggers.jsonl.path, e.g. runs/demo/metrics.jsonl).",
+    "benchmark": "Give the JSON that benchmarks/benchmark.py writes (with a 'results' list).",
+    "sweep": "Give the summary that benchmarks/time_to_quality.py writes.",
+    "long": "Give the summary that benchmarks/time_to_quality.py writes.",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["metrics", "benchmark", "sweep", "long"])
@@ -95,14 +103,19 @@ def main() -> int:
         if missing:
             raise RecipeError(f"No such file: {', '.join(missing)}. Give the {args.kind} file(s) to plot "
                               "(see the usage at the top of scripts/plot.py).")
-        if args.kind == "metrics":
-            plot_metrics(args.inputs, args.out)
-        elif args.kind == "sweep":
-            plot_sweep(args.inputs[0], args.out)
-        elif args.kind == "long":
-            plot_long(args.inputs[0], args.out)
-        else:
-            plot_throughput(latest_results(args.inputs), args.out)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        try:
+            if args.kind == "metrics":
+                plot_metrics(args.inputs, args.out)
+            elif args.kind == "sweep":
+                plot_sweep(args.inputs[0], args.out)
+            elif args.kind == "long":
+                plot_long(args.inputs[0], args.out)
+            else:
+                plot_throughput(latest_results(args.inputs), args.out)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as err:
+            raise RecipeError(f"{', '.join(args.inputs)}: not what '{args.kind}' plots ({type(err).__name__}: "
+                              f"{err}). {EXPECTED[args.kind]}") from None
         print(f"wrote {args.out}")
 
     return report_errors(run)

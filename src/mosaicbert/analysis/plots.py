@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
+from ..errors import RecipeError
 from .metrics_log import read_jsonl
 
 
@@ -55,12 +56,22 @@ def plot_throughput(results: list[dict], path: str, title: str = "Pretraining st
 def plot_metrics(paths: Sequence[str], path: str, keys: Sequence[str] = ("loss/train/total",
                  "metrics/eval/LanguageCrossEntropy")) -> None:
     """Loss curves from JSONLinesLogger files (one line per logged step)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    curves = {}
     for file in paths:
         rows = read_jsonl(file)
         for key in keys:
-            points = [(r["step"], r[key]) for r in rows if key in r and r.get("step") is not None]
+            points = [(r["step"], r[key]) for r in rows
+                      if isinstance(r, dict) and key in r and r.get("step") is not None]
+            if points:
+                curves[file, key] = points
+    if not curves:
+        raise RecipeError(f"{', '.join(paths)}: no line holds {' or '.join(keys)}, so there is no curve to draw. "
+                          "Give the metrics log a run writes (loggers.jsonl.path, e.g. runs/demo/metrics.jsonl).")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for file in paths:
+        for key in keys:
+            points = curves.get((file, key))
             if points:
                 steps, values = zip(*points)
                 style = "o-" if "eval" in key else "-"
