@@ -494,6 +494,15 @@ def test_tasks_keys_override_a_custom_tasks_keys_null_included(tmp_path, overrid
     assert (h.init_from, h.lr, h.model_config) == (init_from, lr, model_config)
 
 
+def test_output_folders_under_a_file_fail_before_the_encoder_loads(tmp_path):
+    (tmp_path / "afile").write_text("notes")
+    for key in ("results_dir", "save_folder"):
+        cfg = recipe(tmp_path, tmp_path / "no-such.pt", tasks={"rte": {}}, **{key: str(tmp_path / "afile" / "out")})
+        with pytest.raises(RecipeError, match=rf"{key}=.*cannot be made: .*afile' is a file, not a folder"):
+            prepare(cfg)  # before the checkpoint is looked at: it does not exist
+    assert (tmp_path / "afile").read_text() == "notes"
+
+
 def test_missing_data_fails_before_training(tmp_path, mlm_checkpoints):
     cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], data_dir=str(tmp_path / "nowhere"), tasks={"rte": {}})
     with pytest.raises(RecipeError, match="RTE/train.tsv"):

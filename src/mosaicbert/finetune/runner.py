@@ -43,6 +43,7 @@ from ..errors import RecipeError
 from ..families import TASK_LABEL_KEYS, check_config_keys
 from ..tokenizer import hub_reachable
 from ..training.trainer import configure_logging, device_batch_sizes, resolve_device
+from ..validation import check_folder_can_be_made
 from .config import (
     FinetuneConfig,
     TaskPlan,
@@ -88,6 +89,9 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                           "job per GPU itself (parallel: true).")
     plans = task_plans(cfg)
     check_task_configs(cfg, plans)
+    check_folder_can_be_made(cfg.results_dir.format(run_name=cfg.run_name), f"results_dir={cfg.results_dir!r}")
+    if cfg.save_folder is not None and "://" not in cfg.save_folder:
+        check_folder_can_be_made(cfg.save_folder.format(run_name=cfg.run_name), f"save_folder={cfg.save_folder!r}")
     running = [plan for plan in plans.values() if plan.run]
     for plan in running:
         jcfg = task_config(cfg, plan)
