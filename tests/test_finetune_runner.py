@@ -321,6 +321,16 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
     planned = plan_jobs(again, task_plans(again), str(save))
     assert [job.name for job in planned] == ["rte-seed1", "rte-seed2"]
     assert planned[0].parent is None and os.path.exists(planned[0].init_checkpoint)
+    # ... but not over this run's RTE checkpoints unless asked: refused before training, files untouched.
+    rte_files = sorted(os.listdir(save / "rte" / "seed1"))
+    with pytest.raises(RecipeError, match=r"already holds fine-tuned checkpoints of an earlier run \(rte/seed1/ep.*"
+                                          r"save_overwrite=true"):
+        prepare(again)
+    assert sorted(os.listdir(save / "rte" / "seed1")) == rte_files
+    prepare(recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, save_folder=str(save), tasks=tasks,
+                   run_tasks=["rte"], save_overwrite=True))
+    prepare(recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, save_folder=str(tmp_path / "new"),
+                   tasks=tasks, run_tasks=["mnli"]))
     no_save = recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, tasks=tasks, run_tasks=["rte"])
     with pytest.raises(RecipeError, match="save_folder is not set"):
         plan_jobs(no_save, task_plans(no_save), None)

@@ -129,8 +129,9 @@ class FinetuneConfig(TrainerConfig):
         metadata=help_text("LR schedule for every task (per-task warmup, alpha_f override it)."))
     save_interval: Union[str, int] = dataclasses.field(default="1dur", metadata=help_text(
         "Checkpoint interval within a job; 1dur: only the final model.", time_units=INTERVAL_UNITS))
-    save_overwrite: bool = dataclasses.field(default=True, metadata=help_text(
-        "Replace checkpoints of an earlier run of the same task and seed."))
+    save_overwrite: bool = dataclasses.field(default=False, metadata=help_text(
+        "Replace checkpoints of an earlier run of the same task and seed (false: such a run is refused up "
+        "front)."))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,7 +199,8 @@ def task_plans(cfg: FinetuneConfig) -> dict[str, TaskPlan]:
         unknown = [k for k in entry if k not in TASK_SPEC_KEYS and k not in hparam_keys]
         if unknown:
             allowed = list(TASK_SPEC_KEYS) + sorted(hparam_keys)
-            raise RecipeError(f"Unknown key '{where}.{unknown[0]}'.{did_you_mean(unknown[0], allowed)} Allowed: task keys "
+            raise RecipeError(f"Unknown key '{where}.{unknown[0]}'.{did_you_mean(unknown[0], allowed)} "
+                              "Allowed: task keys "
                               f"{', '.join(TASK_SPEC_KEYS)}; per-task keys {', '.join(sorted(hparam_keys))}.")
         spec = TaskSpec.from_dict({k: v for k, v in entry.items() if k in TASK_SPEC_KEYS})
         if spec.name in plans:

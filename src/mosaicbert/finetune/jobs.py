@@ -134,6 +134,27 @@ def plan_jobs(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Option
     return jobs
 
 
+def refuse_earlier_checkpoints(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Optional[str]) -> None:
+    """A RecipeError, before training, when jobs of this run would save where an earlier run's checkpoints
+    are and ``save_overwrite`` is off (Composer would stop that job with a FileExistsError naming
+    ``overwrite=True``, not a recipe key). Local save folders only."""
+    if cfg.save_overwrite or save_root is None or "://" in save_root:
+        return
+    earlier = []
+    for plan in plans.values():
+        if plan.run and keeps_checkpoints(cfg, plan):
+            for seed in plan.seeds:
+                folder = os.path.join(save_root, plan.name, f"seed{seed}")
+                if os.path.isdir(folder):
+                    earlier += [os.path.join(plan.name, f"seed{seed}", name) for name in sorted(os.listdir(folder))
+                                if name.endswith(".pt") and name != LATEST_NAME]
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        raise RecipeError(f"save_folder {save_root!r} already holds fine-tuned checkpoints of an earlier run "
+                          f"({shown}). Set save_overwrite=true to replace them, another run_name (or save_folder) "
+                          "to keep them, or save_folder=null to keep none.")
+
+
 def _saved_checkpoint(cfg: FinetuneConfig, save_root: Optional[str], plan: TaskPlan, parent: str, seed: int) -> str:
     """The checkpoint an earlier run saved for (parent, seed), for a task whose parent run_tasks leaves out."""
     if cfg.save_folder is None or save_root is None:

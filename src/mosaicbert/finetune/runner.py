@@ -52,7 +52,7 @@ from .config import (
     task_plans,
 )
 from .encoder import classifier_config, read_encoder
-from .jobs import Context, needs_scratch, plan_jobs
+from .jobs import Context, needs_scratch, plan_jobs, refuse_earlier_checkpoints
 from .results import keep_earlier_results, markdown, summarize, write_results
 from .scheduler import gpu_slots, run_jobs
 from .tsv import load_hub_split, load_task_splits, task_folder
@@ -105,6 +105,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                           where=f"tasks.{plan.name}.model_config" if plan.hparams.model_config else "model_config")
     for plan in running:
         check_data(cfg, plan)
+    refuse_earlier_checkpoints(cfg, plans, cfg.save_folder.format(run_name=cfg.run_name) if cfg.save_folder else None)
     results_dir = cfg.results_dir.format(run_name=cfg.run_name)
     return Prepared(cfg, plans, Context(cfg, plans, encoder, tokenizer), results_dir)
 
