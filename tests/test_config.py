@@ -48,6 +48,19 @@ def test_a_microbatch_that_does_not_divide_a_gpus_share_is_refused(monkeypatch):
         trainer.device_batch_sizes(cfg, "cuda")
 
 
+def test_a_new_variable_used_by_another_override_is_accepted():
+    cfg = load_config(BASE, ["variables.root=/data/run", "save_folder=${variables.root}/ckpt"])
+    assert cfg.save_folder == "/data/run/ckpt"
+
+
+def test_an_override_into_a_list_names_the_per_task_keys():
+    from mosaicbert.finetune.config import FinetuneConfig
+
+    with pytest.raises(RecipeError, match=r"cannot address into a list by index .* tasks\.<name>\.<key>=..."):
+        load_config(os.path.join(REPO, "yamls", "glue", "sentiment.yaml"), ["custom_tasks.0.lr=1e-4"],
+                    schema=FinetuneConfig)
+
+
 def test_overrides_and_interpolation():
     cfg = load_config(BASE, ["variables.data_local=/data/x", "max_duration=10ba", "optimizer.lr=1e-3"])
     assert cfg.train_loader["local"] == "/data/x" and cfg.eval_loader["local"] == "/data/x"
@@ -60,6 +73,8 @@ def test_overrides_and_interpolation():
     (["train_loader.name=c4"], "Valid dataloader names: text"),
     (["optimizer.name=sgd"], "Valid optimizer names:"),
     (["optimizer.lr=fast"], "Key 'optimizer.lr' is 'fast' (str), but it must be float"),
+    (["variables.data_locl=/x"], "sets variables.data_locl, which nothing in"),
+    (["variables.data_locl=/x"], "Did you mean 'data_local'?"),
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] must be two numbers in [0, 1)"),
     (["optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
     (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must not be negative"),

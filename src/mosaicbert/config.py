@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Literal, Optional, Union
 
 import yaml
@@ -27,6 +28,7 @@ from .validation import (
     TIME_UNITS,
     check_keys,
     check_values,
+    did_you_mean,
     help_text,
     parse_time,
     schema_fields,
@@ -136,6 +138,21 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return text
 
 
+def check_variable_overrides(path: str, overrides: list[str]) -> None:
+    """An override of ``variables.<name>`` that nothing refers to (``${variables.<name>}`` in the recipe or
+    another override) would change nothing: most often a misspelt name, so it is refused."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    used = set(re.findall(r"\$\{variables\.(\w+)", text + "\n".join(overrides)))
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if key.startswith("variables.") and key.split(".")[1] not in used:
+            name = key.split(".")[1]
+            raise RecipeError(f"Override {override!r} sets variables.{name}, which nothing in {path!r} refers to "
+                              f"(as ${{variables.{name}}}), so it would change nothing.{did_you_mean(name, used)} "
+                              f"The recipe's variables: {', '.join(sorted(used)) or 'none'}.")
+
+
 def load_yaml(path: str, overrides: list[str]) -> dict:
     """Read a YAML file, apply ``a.b=c`` overrides, resolve ``${...}`` interpolations."""
     if not os.path.isfile(path):
@@ -164,13 +181,19 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
             raise RecipeError(f"Override {override!r} could not be read: {str(err).splitlines()[0]}. A '${{...}}' "
                               "is an interpolation and must be closed, e.g. 'save_folder=${variables.root}/ckpt'; "
                               "quote the argument for the shell.") from None
+    check_variable_overrides(path, overrides)
     try:
         # All at once: a later override may address into an earlier one (optimizer.betas=[..] then
         # optimizer.betas.1=..), which merging them one by one would refuse.
         merged = OmegaConf.merge(recipe, OmegaConf.from_dotlist(list(overrides)))
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
-        raise RecipeError(f"Could not read {path!r} with overrides {overrides}: {err}") from None
+        problem = str(err).splitlines()[0]
+        if "ListConfig" in problem:
+            problem += (". An override cannot address into a list by index (e.g. custom_tasks.0.lr=...) nor "
+                        "replace a list with a mapping: set per-task values as tasks.<name>.<key>=..., give the "
+                        "whole list, or edit the YAML")
+        raise RecipeError(f"Could not read {path!r} with overrides {overrides}: {problem}.") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"Recipe {path!r} must be a YAML mapping of keys to values.")
     return raw
