@@ -3,6 +3,7 @@
 import gzip
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -149,6 +150,28 @@ def test_refuses_to_overwrite(tmp_path):
     convert_text([tmp_path / "in2"], out, val_fraction=0.0, overwrite=True, progress=False)
     assert read_split(out / "train") == ["Only this document now."]
     assert read_split(out / "val") == []
+
+
+def test_files_where_the_dataset_goes_are_never_moved_or_deleted(tmp_path):
+    make_inputs(tmp_path / "in")
+    (tmp_path / "afile").write_text("notes")
+    with pytest.raises(RecipeError, match="'.*afile' is a file, not a folder"):
+        convert_text([tmp_path / "in"], tmp_path / "afile", progress=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train").write_text("precious notes")
+    for overwrite in (False, True):
+        with pytest.raises(RecipeError, match="a file where a split folder goes. Nothing was written or moved"):
+            convert_text([tmp_path / "in"], tmp_path / "out", overwrite=overwrite, progress=False)
+    assert sorted(os.listdir(tmp_path / "out")) == ["train"]
+    assert (tmp_path / "out" / "train").read_text() == "precious notes"
+    assert (tmp_path / "afile").read_text() == "notes"
+    # An input inside a split folder that --overwrite would replace.
+    out = tmp_path / "out2"
+    convert_text([tmp_path / "in"], out, val_fraction=0.3, progress=False)
+    (out / "train" / "more.txt").write_text("Kept text.")
+    with pytest.raises(RecipeError, match="lies inside a split folder of --out_root"):
+        convert_text([tmp_path / "in", out / "train" / "more.txt"], out, overwrite=True, progress=False)
+    assert (out / "train" / "more.txt").read_text() == "Kept text."
 
 
 def test_bad_inputs(tmp_path):

@@ -303,8 +303,17 @@ def finish_interrupted_swap(out_root: str | os.PathLike) -> None:
 def check_outputs(out_root: str | os.PathLike, names: Iterable[str], overwrite: bool) -> None:
     """Refuse (RecipeError) to touch existing non-empty split folders unless ``overwrite``. A replacement of
     splits that an interruption cut short is finished first, so that the folder holds one whole dataset."""
+    root = Path(out_root)
+    if root.exists() and not root.is_dir():
+        raise RecipeError(f"--out_root {str(root)!r} is a file, not a folder. Nothing was written. Fix: choose "
+                          "a folder path for the dataset.")
+    files = [str(root / name) for name in names if (root / name).exists() and not (root / name).is_dir()]
+    if files:
+        raise RecipeError(f"{', '.join(files)}: a file where a split folder goes. Nothing was written or moved, "
+                          "even with --overwrite, since it is not a dataset. Fix: move the file, or choose another "
+                          "--out_root.")
     finish_interrupted_swap(out_root)
-    existing = [str(Path(out_root) / name) for name in names if _non_empty_dir(Path(out_root) / name)]
+    existing = [str(root / name) for name in names if _non_empty_dir(root / name)]
     if existing and not overwrite:
         raise RecipeError(
             f"Output already exists and is not empty: {', '.join(existing)}. Nothing was written or "
@@ -432,6 +441,12 @@ def convert_text(inputs: Sequence[str | os.PathLike], out_root: str | os.PathLik
     train_files = find_input_files(inputs)
     val_files = find_input_files(val_inputs) if val_inputs else []
     training = {path.resolve() for path in train_files}
+    replaced = [(Path(out_root) / t.name).resolve() for t in targets]
+    for path in train_files + val_files:
+        if any(folder in path.resolve().parents for folder in replaced):
+            raise RecipeError(f"Input file {str(path)!r} lies inside a split folder of --out_root, which the "
+                              "conversion replaces. Nothing was written. Fix: move the input out of "
+                              f"{str(out_root)!r}, or choose another --out_root.")
     for path in val_files:
         if path.resolve() in training:
             raise RecipeError(
