@@ -322,6 +322,18 @@ def test_a_damaged_remote_shard_ends_the_epoch_with_a_clear_error(tokenizer, tex
         loader(tokenizer, cache, remote=str(text_mds))
 
 
+def test_ids_from_another_tokenizer_are_named(tokenizer, tmp_path):
+    """Data tokenized with a larger vocabulary than the recipe's tokenizer (the collator would fail with an
+    IndexError deep in masking)."""
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    write_tokenized(tmp_path / "bigger", [[cls, 2000, sep], [cls, len(tokenizer) + 5, sep]], "ndarray")
+    dataset = StreamingTextDataset(tokenizer, 10, local=str(tmp_path / "bigger"))
+    assert dataset[0]["input_ids"].tolist() == [cls, 2000, sep]
+    with pytest.raises(RecipeError, match=rf"MDS sample 1 .* holds token id {len(tokenizer) + 5}, outside the "
+                                          rf"tokenizer's {len(tokenizer)} tokens.*--tokenize --tokenizer"):
+        dataset[1]
+
+
 def test_a_dataset_without_text_or_input_ids_is_named(tokenizer, tmp_path):
     with MDSWriter(out=str(tmp_path / "other" / "train"), columns={"caption": "str"}, compression="zstd") as writer:
         for i in range(4):

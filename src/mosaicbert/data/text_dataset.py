@@ -86,6 +86,7 @@ class StreamingTextDataset(StreamingDataset):
         self.tokenizer = tokenizer
         self.max_seq_len = int(max_seq_len)
         self._sep_id = tokenizer.sep_token_id
+        self._vocab_size = len(tokenizer)
         self._epoch: int | None = None
         self.fixed_masks = bool(fixed_masks)
 
@@ -186,6 +187,13 @@ class StreamingTextDataset(StreamingDataset):
             if isinstance(ids, (bytes, bytearray, memoryview)):
                 ids = np.frombuffer(ids, dtype=np.int32)
             ids = self.truncate(ids)
+            if ids.size and (ids.max() >= self._vocab_size or ids.min() < 0):
+                raise RecipeError(
+                    f"MDS sample {idx} of {os.path.join(self.streams[0].local, self.streams[0].split or '')!r} "
+                    f"holds token id {int(ids.max() if ids.max() >= self._vocab_size else ids.min())}, outside "
+                    f"the tokenizer's {self._vocab_size} tokens: the data was tokenized with another tokenizer. "
+                    "Fix: set tokenizer_name to the one the data was converted with, or convert the text again "
+                    "with --tokenize --tokenizer <this recipe's tokenizer>.")
         elif "text" in sample:
             ids = self.tokenize(sample["text"])
         else:
