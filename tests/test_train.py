@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -300,7 +301,11 @@ def test_the_base_recipe_trains_on_cpu_as_the_readme_says(tiny_mds, tmp_path, ca
     overrides = tiny_overrides(tiny_mds, str(tmp_path), max_duration="2ba", precision="fp32", device="cpu",
                                eval_loader="null")
     graphs = compiled_graph_count()
-    trainer = build_pretraining_trainer(load_config(base, overrides + ["save_folder=null"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = build_pretraining_trainer(load_config(base, overrides + ["save_folder=null"]))
+    # The recipe's eval_interval and eval_subset_num_batches have no eval loader to act on: not passed on.
+    assert not [w for w in caught if "without an `eval_dataloader`" in str(w.message)]
     trainer.fit()
     assert int(trainer.state.timestamp.batch) == 2
     assert torch.isfinite(torch.as_tensor(trainer.state.loss)).all()

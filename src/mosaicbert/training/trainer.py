@@ -221,6 +221,8 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
                                     recipe=to_dict(cfg)))
     kwargs = trainer_kwargs(cfg, device, microbatch)
     kwargs["eval_interval"] = eval_interval_for(callbacks, cfg.eval_interval)
+    if eval_loader is None:  # eval_loader=null: the recipe's evaluation settings have nothing to act on
+        kwargs.update(eval_interval=0, eval_subset_num_batches=-1)
     kwargs.update(store_kwargs)
     use_atomic_checkpoint_writes()
     node_specific_signal_files()  # before Trainer(): autoresume looks for checkpoints in its constructor
