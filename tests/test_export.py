@@ -374,6 +374,23 @@ def test_bad_checkpoints_are_clear_errors_and_write_nothing(kind, trained, tmp_p
     assert sorted(os.listdir(tmp_path)) == before, "no output and no temporary folder may be left behind"
 
 
+def test_a_local_run_folder_exports_its_newest_checkpoint(trained, tmp_path):
+    """Like an s3:// run folder: the save folder (or the folder above checkpoints/) means its newest checkpoint,
+    which the model card names (not the latest-rank0.pt link)."""
+    save_folder = os.path.dirname(trained["hf_bert"])
+    assert os.path.islink(os.path.join(save_folder, "latest-rank0.pt"))
+    folder = export_hf(save_folder, str(tmp_path / "export"), check=False)
+    card = open(os.path.join(folder, "README.md")).read()
+    assert f"source checkpoint: `{os.path.realpath(trained['hf_bert'])}`" in card
+    os.makedirs(tmp_path / "run" / "checkpoints")
+    os.symlink(trained["hf_bert"], tmp_path / "run" / "checkpoints" / "latest-rank0.pt")
+    export_hf(str(tmp_path / "run"), str(tmp_path / "export2"), check=False)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(RecipeError, match=r"has no config.json \+ model.safetensors, and no latest-rank0.pt"):
+        export_hf(str(tmp_path / "empty"), str(tmp_path / "export3"))
+    assert not (tmp_path / "export3").exists()
+
+
 def test_existing_output_is_never_overwritten_without_overwrite(trained, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

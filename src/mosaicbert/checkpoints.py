@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from .errors import RecipeError, describe
 from .families import family_name_of_model_type
-from .object_store import download_checkpoint, holds_torch_pickle, is_s3
+from .object_store import LATEST_NAME, download_checkpoint, holds_torch_pickle, is_s3
 from .tokenizer import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -185,11 +185,26 @@ def _read_weights(path: str) -> Weights:
         weights.tokenizer_name = weights.source = path  # a hub model's tokenizer has the model's name
         return weights
     if os.path.isdir(path):
-        if not is_hf_folder(path):
-            raise RecipeError(f"Folder {path!r} has no config.json + model.safetensors; give an exported Hugging "
-                              "Face folder or a Composer checkpoint file.")
-        return read_hf_folder(path)
+        if is_hf_folder(path):
+            return read_hf_folder(path)
+        newest = newest_local_checkpoint(path)
+        if newest is None:
+            raise RecipeError(f"Folder {path!r} has no config.json + model.safetensors, and no {LATEST_NAME} (nor "
+                              f"checkpoints/{LATEST_NAME}); give an exported Hugging Face folder, a run's folder "
+                              "or save folder, or a Composer checkpoint file.")
+        log.info("%s: the run's newest checkpoint, %s", path, newest)
+        return read_composer_checkpoint(newest)
     return read_composer_checkpoint(path)
+
+
+def newest_local_checkpoint(folder: str) -> Optional[str]:
+    """The checkpoint file a local run's save folder (or the run folder holding ``checkpoints/``) points at
+    as its newest, through Composer's ``latest-rank0.pt`` link; None when there is none. Like an ``s3://``
+    folder, which means the run's newest checkpoint object."""
+    for candidate in (os.path.join(folder, LATEST_NAME), os.path.join(folder, "checkpoints", LATEST_NAME)):
+        if os.path.isfile(candidate):  # follows the link
+            return os.path.realpath(candidate)
+    return None
 
 
 def _rename_hf_bert_keys(state_dict: dict) -> dict:

@@ -210,6 +210,12 @@ def build_export_model(weights, tokenizer_size: int, source: str = ""):
 # ----------------------------------------------------------------------------------------------
 # Model card
 # ----------------------------------------------------------------------------------------------
+def _card_source(source: str) -> str:
+    """The file the weights came from, for the model card: a local ``latest-rank0.pt`` link resolved to the
+    checkpoint it names (which says the batch)."""
+    return os.path.realpath(source) if "://" not in source and os.path.exists(source) else source
+
+
 def _model_card(model, family: str, task: str, checkpoint: str, tokenizer_name: str, padded_vocab: int,
                 recipe: dict) -> str:
     config = model.config
@@ -354,8 +360,8 @@ def export_hf(checkpoint: str, out_dir: str, overwrite: bool = False, tokenizer:
         tok.save_pretrained(tmp_dir)
         _fix_tokenizer_config(tmp_dir, tokenizer_name)
         with open(os.path.join(tmp_dir, "README.md"), "w") as f:
-            f.write(_model_card(model, family, task, checkpoint, tokenizer_name, padded_vocab,
-                                (weights.extra or {}).get("recipe") or {}))
+            f.write(_model_card(model, family, task, _card_source(weights.source or checkpoint), tokenizer_name,
+                                padded_vocab, (weights.extra or {}).get("recipe") or {}))
         if check:
             _check_reload(model, tmp_dir, task, tok)
         _make_readable(tmp_dir)
