@@ -411,6 +411,21 @@ def test_convert_text_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().startswith("error: Output already exists") and "--overwrite" in err
     assert cli.main(argv + ["--overwrite"]) == 0
+    capsys.readouterr()
+    for extra, message in [(["--max_seq_len", "64"], "--max_seq_len truncates pre-tokenized samples, so it needs "
+                                                     "--tokenize"),
+                           (["--tokenize", "--max_seq_len", "1"], "--max_seq_len 1 leaves no room for [CLS]")]:
+        assert cli.main(argv + ["--overwrite"] + extra) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_folder_input_names_the_files_it_skips(tmp_path, caplog):
+    make_inputs(tmp_path / "in")
+    (tmp_path / "in" / "README.md").write_text("# not an input")
+    (tmp_path / "in" / "stats.json").write_text("{}")
+    convert_text([tmp_path / "in"], tmp_path / "out", val_fraction=0.3, progress=False)
+    assert "reading 4 text file(s); skipping 3 that are not" in caplog.text
+    assert "README.md, ignored.csv, stats.json" in caplog.text
 
 
 def test_convert_c4_cli_parses_arguments():

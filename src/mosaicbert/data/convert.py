@@ -94,9 +94,14 @@ def find_input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and _has_text_suffix(p)
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            visible = sorted(p for p in path.rglob("*")
+                             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = [p for p in visible if _has_text_suffix(p)]
+            skipped = [str(p.relative_to(path)) for p in visible if not _has_text_suffix(p)]
+            if found and skipped:
+                log.warning("%s: reading %d text file(s); skipping %d that are not %s: %s%s", path, len(found),
+                            len(skipped), "/".join(TEXT_SUFFIXES), ", ".join(skipped[:5]),
+                            f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             if not found:
                 raise RecipeError(f"Input directory {str(path)!r} holds no {', '.join(TEXT_SUFFIXES)} files. "
                                   "Fix: pass a directory (or files) with text in one of those formats.")
@@ -577,6 +582,12 @@ def run_converter(args, convert: Callable[..., dict[str, int]]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     def run() -> None:
+        if args.max_seq_len is not None and not args.tokenize:
+            raise RecipeError("--max_seq_len truncates pre-tokenized samples, so it needs --tokenize. Text samples "
+                              "are cut to the recipe's max_seq_len when training reads them; leave it out.")
+        if args.max_seq_len is not None and args.max_seq_len < 2:
+            raise RecipeError(f"--max_seq_len {args.max_seq_len} leaves no room for [CLS] and [SEP]: use the "
+                              "recipe's max_seq_len, e.g. 128.")
         tokenizer = None
         if args.tokenize:
             tokenizer = load_tokenizer(args.tokenizer)
