@@ -16,7 +16,7 @@ PRETRAIN_USAGE = """usage: {prog} <recipe.yaml> [key=value ...]
   composer -n 8 {prog} yamls/mosaicbert-base.yaml        8 GPUs on this node
   {prog} yamls/demo.yaml max_duration=50ba model.name=hf_bert
 
-Overrides use dotted keys (train_loader.num_workers=2). See README.md for every key."""
+Overrides use dotted keys (train_loader.num_workers=2). See docs/config.md for every key."""
 
 
 def run(argv: list[str], prog: str, body: Callable[[str, list[str]], Optional[int]],
