@@ -199,6 +199,9 @@ def test_a_new_run_refuses_a_local_save_folder_with_an_earlier_runs_checkpoints(
         build_pretraining_trainer(load_config(DEMO, overrides))
     assert "autoresume=true" in str(err.value) and "save_overwrite=true" in str(err.value)
     assert (folder / "ep0-ba3-rank0.pt").read_bytes() == written
+    # A save_folder without {run_name}: another run_name would not move it, so the message does not offer one.
+    with pytest.raises(RecipeError, match="start a new one under another save_folder, or replace") as err:
+        build_pretraining_trainer(load_config(DEMO, overrides + ["run_name=other"]))
     # Each way out named in the message starts.
     for way_out in (["save_overwrite=true"], ["autoresume=true", "run_name=tiny"],
                     ["load_path=" + str(folder / "ep0-ba3-rank0.pt"), "max_duration=4ba"]):

@@ -222,7 +222,7 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
     return None
 
 
-def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
+def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None, per_run: bool = True) -> None:
     """A RecipeError when ``folder_uri`` already holds checkpoint objects. A new run (no autoresume, no
     save_overwrite) would mix its checkpoints with them, and where a name repeats (the same save_interval)
     Composer stops only at that upload, one save_interval into training; for a local folder it checks
@@ -236,15 +236,17 @@ def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None) -> None:
     if found:
         raise RecipeError(earlier_run_message(folder_uri, [key.rsplit("/", 1)[-1] for _, _, key, _ in found],
                                               f"at the first name they share (with save_interval {save_interval}) "
-                                              "Composer would stop at that upload"))
+                                              "Composer would stop at that upload", per_run))
 
 
-def earlier_run_message(folder: str, names: list[str], consequence: str) -> str:
-    """What a new run (no autoresume, no save_overwrite) is told when its save folder holds checkpoints."""
+def earlier_run_message(folder: str, names: list[str], consequence: str, per_run: bool = True) -> str:
+    """What a new run (no autoresume, no save_overwrite) is told when its save folder holds checkpoints.
+    ``per_run``: the save_folder names ``{run_name}``, so another run_name gives another folder."""
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    elsewhere = "another run_name or save_folder" if per_run else "another save_folder"
     return (f"save_folder {folder!r} already holds {len(names)} checkpoint(s) of an earlier run ({shown}); this run "
             f"would save among them, and {consequence}. Continue that run with autoresume=true, start a new one "
-            "under another run_name or save_folder, or replace them with save_overwrite=true.")
+            f"under {elsewhere}, or replace them with save_overwrite=true.")
 
 
 def _head(s3, bucket: str, key: str) -> Optional[int]:
@@ -387,7 +389,7 @@ def pretraining_store_kwargs(cfg) -> dict:
         elif not cfg.save_overwrite and not cfg.load_path:
             # With load_path (e.g. the latest checkpoint of this folder, to continue it) the run saves only
             # batches after the loaded one.
-            refuse_earlier_checkpoints(folder, cfg.save_interval, s3)
+            refuse_earlier_checkpoints(folder, cfg.save_interval, s3, "{run_name}" in cfg.save_folder)
     if is_s3(cfg.load_path):
         kwargs["load_path"] = resolve_checkpoint(cfg.load_path, "load_path")
     return kwargs

@@ -123,7 +123,7 @@ def refuse_earlier_local_checkpoints(save_folder: str, run_name: str) -> None:
     names = local_checkpoints(save_folder, run_name)
     if names:
         raise RecipeError(earlier_run_message(run_save_folder(save_folder, run_name), names,
-                                              "Composer would refuse to start"))
+                                              "Composer would refuse to start", "{run_name}" in save_folder))
 
 
 def local_checkpoints(save_folder: str, run_name: str) -> list[str]:
