@@ -48,6 +48,13 @@ def test_a_microbatch_that_does_not_divide_a_gpus_share_is_refused(monkeypatch):
         trainer.device_batch_sizes(cfg, "cuda")
 
 
+def test_a_recipe_path_that_is_not_a_file_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"Recipe file '.*nope.yaml' does not exist\. Pass a YAML from yamls/"):
+        load_config(str(tmp_path / "nope.yaml"))
+    with pytest.raises(RecipeError, match=r"Recipe file '.*' is a folder, not a YAML file\. Pass a YAML"):
+        load_config(str(tmp_path))
+
+
 def test_a_new_variable_used_by_another_override_is_accepted():
     cfg = load_config(BASE, ["variables.root=/data/run", "save_folder=${variables.root}/ckpt"])
     assert cfg.save_folder == "/data/run/ckpt"

@@ -156,7 +156,8 @@ def check_variable_overrides(path: str, overrides: list[str]) -> None:
 def load_yaml(path: str, overrides: list[str]) -> dict:
     """Read a YAML file, apply ``a.b=c`` overrides, resolve ``${...}`` interpolations."""
     if not os.path.isfile(path):
-        raise RecipeError(f"Recipe file {path!r} does not exist. Pass a YAML from yamls/, e.g. "
+        what = "is a folder, not a YAML file" if os.path.isdir(path) else "does not exist"
+        raise RecipeError(f"Recipe file {path!r} {what}. Pass a YAML from yamls/, e.g. "
                           "`composer main.py yamls/mosaicbert-base.yaml`.")
     bad = [o for o in overrides if "=" not in o]
     if bad:
