@@ -196,7 +196,7 @@ def test_missing_encoder_weight_is_an_error_naming_it(tmp_path, mlm_checkpoints)
         build_classifier(encoder, classifier_config(encoder, GLUE_TASKS["rte"], {}, 32))
 
 
-def test_a_tokenizer_larger_than_the_embedding_table_fails_before_training(tmp_path, mlm_checkpoints):
+def test_a_tokenizer_that_does_not_fit_the_embedding_table_fails_before_training(tmp_path, mlm_checkpoints):
     """Token ids past the embedding table would fail only inside the first job (IndexError)."""
     from mosaicbert.tokenizer import load_tokenizer
 
@@ -206,8 +206,20 @@ def test_a_tokenizer_larger_than_the_embedding_table_fails_before_training(tmp_p
     task = keyword_task(tmp_path / "keyword", n_train=64, n_dev=32)
     cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], tokenizer_name=str(tmp_path / "big"),
                  custom_tasks=[dict(task, batch_size=16, max_duration="2ba")])
-    with pytest.raises(RecipeError, match=r"has 30622 tokens but the model .* only 30528 embedding rows.*"
+    with pytest.raises(RecipeError, match=r"has 30622 tokens but the model only 30528 embedding rows.*"
                                           r"tokenizer_name"):
+        prepare(cfg)
+    # A much smaller tokenizer would train, on the wrong embedding rows.
+    from transformers import BertTokenizer
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                                                  [f"w{i}" for i in range(195)]) + "\n")
+    small = tmp_path / "small"
+    BertTokenizer(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(small)
+    cfg = recipe(tmp_path, mlm_checkpoints["mosaic_bert"][0], tokenizer_name=str(small),
+                 custom_tasks=[dict(task, batch_size=16, max_duration="2ba")])
+    with pytest.raises(RecipeError, match=r"has 200 tokens but the model 30528 embedding rows \(more than a "
+                                          r"padding to a multiple of 64\)"):
         prepare(cfg)
 
 

@@ -49,7 +49,7 @@ from transformers.utils import logging as hf_logging
 from . import model as model_package
 from .checkpoints import read_weights
 from .errors import RecipeError, describe
-from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, vocab_multiple
+from .families import FAMILIES, RUN_ONLY_CONFIG_KEYS, tokenizer_mismatch
 from .tokenizer import load_tokenizer
 from .validation import check_folder_can_be_made
 
@@ -155,15 +155,10 @@ def build_export_model(weights, tokenizer_size: int, source: str = ""):
                           f"({type(err).__name__}: {err}).") from None
 
     vocab_size = config.vocab_size
-    if tokenizer_size > vocab_size:
-        raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model only {vocab_size} embedding "
-                          "rows: it is not the tokenizer the model was trained with. Pass the right one "
-                          "with --tokenizer.")
-    multiple = vocab_multiple(config_dict)
-    if vocab_size - tokenizer_size >= multiple:
-        raise RecipeError(f"The tokenizer has {tokenizer_size} tokens but the model {vocab_size} embedding rows "
-                          f"(more than a padding to a multiple of {multiple}): it is probably not the tokenizer "
-                          "the model was trained with. Pass the right one with --tokenizer.")
+    mismatch = tokenizer_mismatch(tokenizer_size, vocab_size, config_dict)
+    if mismatch:
+        raise RecipeError(f"{mismatch[0].upper()}{mismatch[1:]}: it is not the tokenizer the model was trained "
+                          "with. Pass the right one with --tokenizer.")
     if tokenizer_size < vocab_size:  # drop the padding rows (see the module docstring)
         for key in _vocab_keys(state_dict, vocab_size):
             state_dict[key] = state_dict[key][:tokenizer_size].clone()

@@ -24,6 +24,7 @@ from ..families import (
     check_max_seq_len,
     make_config,
     padded_vocab_size,
+    tokenizer_mismatch,
 )
 from ..tokenizer import load_tokenizer
 from .config import FinetuneConfig
@@ -67,12 +68,13 @@ def read_encoder(cfg: FinetuneConfig) -> tuple[Encoder, PreTrainedTokenizerBase]
     else:  # no metadata: the architecture comes from model_config alone
         config = make_config(family, tokenizer, cfg.max_seq_len, cfg.model_config).to_dict()
     vocab_size = config.get("vocab_size")
-    if vocab_size is not None and len(tokenizer) > vocab_size:  # else an IndexError inside the first job
-        raise RecipeError(f"Tokenizer {tokenizer_name!r} has {len(tokenizer)} tokens but the model of "
-                          f"pretrained_checkpoint {path!r} only {vocab_size} embedding rows: it is not the tokenizer "
-                          "the model was pretrained with. Pass that one with tokenizer_name"
-                          + (", or remove tokenizer_name to use the checkpoint's." if cfg.tokenizer_name
-                             and weights.tokenizer_name else "."))
+    # A larger tokenizer would be an IndexError inside the first job; a much smaller one trains on the wrong rows.
+    mismatch = None if vocab_size is None else tokenizer_mismatch(len(tokenizer), vocab_size, config)
+    if mismatch:
+        raise RecipeError(f"Tokenizer {tokenizer_name!r} does not fit pretrained_checkpoint {path!r}: {mismatch}, "
+                          "so it is not the tokenizer the model was pretrained with. Pass that one with "
+                          "tokenizer_name" + (", or remove tokenizer_name to use the checkpoint's."
+                                              if cfg.tokenizer_name and weights.tokenizer_name else "."))
     return Encoder(path, family, config, tokenizer_name, weights), tokenizer
 
 
