@@ -245,6 +245,32 @@ def test_main_py_with_a_truncated_load_path_exits_2_without_a_traceback(tiny_mds
     assert sorted(os.listdir(tmp_path)) == ["cut.pt"]
 
 
+def test_autoresume_follows_the_link_unless_a_later_checkpoint_was_written_after_it(uninterrupted, tmp_path):
+    """A run started again from batch 0 with save_overwrite (ba2 rewritten, the link on it) leaves the earlier
+    run's ba4 behind: autoresume continues the new run. A checkpoint written after the link's target, with
+    more batches (stopped before the link moved), is the one to continue; without a link, the most batches."""
+    from mosaicbert.training.checkpointing import prepare_autoresume
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+
+    def put(name, mtime):
+        shutil.copy(uninterrupted[1], folder / name)
+        os.utime(folder / name, (mtime, mtime))
+
+    put("ep0-ba4-rank0.pt", 1000)  # the earlier run's
+    put("ep0-ba2-rank0.pt", 2000)  # the new run's
+    os.symlink("ep0-ba2-rank0.pt", folder / "latest-rank0.pt")
+    assert prepare_autoresume(str(folder), "r") == str(folder / "ep0-ba2-rank0.pt")
+    assert os.readlink(folder / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
+    put("ep0-ba6-rank0.pt", 3000)  # written, then stopped before the link moved
+    assert prepare_autoresume(str(folder), "r") == str(folder / "ep0-ba6-rank0.pt")
+    assert os.readlink(folder / "latest-rank0.pt") == "ep0-ba6-rank0.pt"
+    os.remove(folder / "latest-rank0.pt")
+    os.utime(folder / "ep0-ba6-rank0.pt", (500, 500))
+    assert prepare_autoresume(str(folder), "r") == str(folder / "ep0-ba6-rank0.pt")
+
+
 def test_the_complete_checkpoint_of_a_run_passes_the_check(uninterrupted, tmp_path):
     from mosaicbert.checkpoints import check_checkpoint_file
 

@@ -134,10 +134,24 @@ def local_checkpoints(save_folder: str, run_name: str) -> list[str]:
     return sorted((name for name in os.listdir(folder) if checkpoint_batch(name) is not None), key=checkpoint_batch)
 
 
+def _newest_checkpoint(folder: str, checkpoints: dict[str, int], latest: str) -> str:
+    """The checkpoint a resumed run continues: the one ``latest`` links to, unless a checkpoint with more
+    batches was written after it (a run stopped between writing a checkpoint and moving the link); without a
+    usable link, the one with the most batches. Trusting the link keeps a run started again from batch 0
+    with save_overwrite from resuming the earlier run's later checkpoints, which it did not overwrite."""
+    target = os.path.basename(os.path.realpath(latest)) if os.path.islink(latest) else None
+    if target not in checkpoints:
+        return max(checkpoints, key=checkpoints.get)
+    linked_time = os.path.getmtime(os.path.join(folder, target))
+    later = [name for name, batch in checkpoints.items()
+             if batch > checkpoints[target] and os.path.getmtime(os.path.join(folder, name)) > linked_time]
+    return max(later, key=checkpoints.get) if later else target
+
+
 def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:
     """Before an autoresume start, on the process of global rank 0, with a local ``save_folder``: remove
     partial checkpoint files of killed writes, and point ``latest-rank0.pt`` at the newest complete
-    checkpoint (the one with the most batches) if it points elsewhere or nowhere. The checkpoint it
+    checkpoint (:func:`_newest_checkpoint`) if it points elsewhere or nowhere. The checkpoint it
     points at is checked to be complete (:func:`~mosaicbert.checkpoints.check_checkpoint_file`).
     Returns that checkpoint's path, or None when there is none (or ``latest-rank0.pt`` is a regular
     file, which Composer downloads from an object store and is left to it)."""
@@ -156,10 +170,10 @@ def prepare_autoresume(save_folder: str, run_name: str) -> Optional[str]:
             checkpoints[name] = batch
     if not checkpoints:
         return None
-    newest = max(checkpoints, key=checkpoints.get)
     latest = os.path.join(folder, LATEST_NAME)
     if os.path.exists(latest) and not os.path.islink(latest):
         return None  # a file (Composer's download of an object-store latest checkpoint): Composer's to use
+    newest = _newest_checkpoint(folder, checkpoints, latest)
     path = os.path.join(folder, newest)
     try:  # before the link is pointed at it
         check_checkpoint_file(path)
