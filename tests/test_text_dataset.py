@@ -203,6 +203,12 @@ def test_missing_data_errors(tokenizer, tmp_path, text_mds):
     with pytest.raises(RecipeError, match="no MDS index") as err:
         build_text_dataloader(**kwargs, local=str(text_mds), split="validation")
     assert "train, train_small, val, val_small" in str(err.value)  # lists what is there
+    # Remotes streaming cannot read fail here, not at the first download.
+    with pytest.raises(RecipeError, match=r"remote='s4://bucket/c4': streaming cannot read 's4://' remotes\. "
+                                          r"Use one of .*s3://"):
+        build_text_dataloader(**kwargs, local=str(tmp_path / "cache"), remote="s4://bucket/c4", split="train")
+    with pytest.raises(RecipeError, match=r"remote='.*nowhere' is a local path without .*train/index\.json"):
+        build_text_dataloader(**kwargs, local=str(tmp_path / "cache"), remote=str(missing), split="train")
     with pytest.raises(RecipeError, match="mlm_probability"):
         build_text_dataloader(**kwargs, local=str(text_mds), split="train", mlm_probability=1.0)
     with pytest.raises(RecipeError, match="pad_to"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 
 from ..errors import RecipeError, describe
 
@@ -82,6 +83,8 @@ def check_mds_folder(local: str, split: str | None, remote: str | None) -> None:
     locally must have their recorded sizes. Hashes are not recomputed: that reads every byte of the
     dataset (hundreds of GB for C4) at each start; a size mismatch is what a cut-off conversion, copy,
     download or decompression leaves. A RecipeError names the first bad file and the fix."""
+    if remote is not None:
+        check_remote(remote, split)
     folder = os.path.join(local, split) if split else local
     index = os.path.join(folder, "index.json")
     if remote is None and not os.path.isfile(index):
@@ -99,6 +102,24 @@ def check_mds_folder(local: str, split: str | None, remote: str | None) -> None:
     if problems:
         more = f" ({len(problems) - 1} more shard file(s) of this split are wrong too.)" if len(problems) > 1 else ""
         raise RecipeError(f"The MDS split {folder!r} does not match its index.json: {problems[0]}.{more}")
+
+
+def check_remote(remote: str, split: str | None) -> None:
+    """A remote streaming can read: a scheme it has a downloader for, or a local folder that holds the split's
+    ``index.json`` (object stores are checked further where their credentials are: ``s3://`` in
+    :mod:`mosaicbert.object_store`)."""
+    from streaming.base.storage.download import DOWNLOADER_MAPPINGS
+
+    scheme = urllib.parse.urlparse(remote).scheme
+    if scheme and scheme not in DOWNLOADER_MAPPINGS:
+        known = ", ".join(f"{name}://" for name in sorted(DOWNLOADER_MAPPINGS) if name)
+        raise RecipeError(f"remote={remote!r}: streaming cannot read '{scheme}://' remotes. Use one of {known}, "
+                          "or a local folder; or leave remote null and point local at the data.")
+    if not scheme:
+        index = os.path.join(remote, split or "", "index.json")
+        if not os.path.isfile(index):
+            raise RecipeError(f"remote={remote!r} is a local path without {index}. Fix: point remote at the MDS "
+                              f"folder that holds the split ({HOW_TO_MAKE_DATA}), or leave remote null.")
 
 
 def _raise_missing_data(local: str, split: str | None, index: str) -> None:
