@@ -340,6 +340,30 @@ def test_ids_from_another_tokenizer_are_named(tokenizer, tmp_path):
         dataset[1]
 
 
+@pytest.mark.parametrize("compression, fix", [(None, "Fix: rebuild the split"),
+                                              ("zstd", "Fix: delete it: it is decompressed again from "
+                                                       "shard.00000.mds.zstd")])
+def test_a_shard_damaged_at_its_recorded_size_is_named_when_read(tokenizer, tmp_path, compression, fix):
+    """Bytes changed in place (the size check before training cannot see it): the sample that fails names the
+    shard and the fix instead of streaming's 'Relative sample index ... is not present'."""
+    with MDSWriter(out=str(tmp_path / "mds" / "train"), columns={"text": "str"}, compression=compression) as writer:
+        for i in range(20):
+            writer.write({"text": f"document number {i} " * 5})
+    dataset = StreamingTextDataset(tokenizer, SEQ, local=str(tmp_path / "mds"), split="train")
+    assert len(dataset[3]["input_ids"]) > 2  # read (and, compressed, decompressed) while whole
+    shard = tmp_path / "mds" / "train" / "shard.00000.mds"
+    data = bytearray(shard.read_bytes())
+    data[8:24] = b"\xff" * 16  # the start of the sample offsets
+    shard.write_bytes(bytes(data))
+    dataset = StreamingTextDataset(tokenizer, SEQ, local=str(tmp_path / "mds"), split="train")
+    with pytest.raises(RecipeError, match=rf"Sample 2 could not be read from shard .*shard\.00000\.mds "
+                                          rf"\(IndexError: .*\): the file has the size its index records but not "
+                                          rf"its content .*{fix}"):
+        dataset[2]
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]  # past the end stays an IndexError
+
+
 def test_a_dataset_without_text_or_input_ids_is_named(tokenizer, tmp_path):
     with MDSWriter(out=str(tmp_path / "other" / "train"), columns={"caption": "str"}, compression="zstd") as writer:
         for i in range(4):

@@ -123,6 +123,23 @@ class StreamingTextDataset(StreamingDataset):
         return (f"Shard {local} could not be prepared ({describe(err)}): it is cut off or damaged (a download, copy "
                 f"or conversion that did not finish). Fix: {fix}.")
 
+    def _damaged_sample(self, idx: int, err: Exception) -> str:
+        """A shard whose file has its recorded size but not its content (a disk or copy that changed bytes):
+        the size check before training cannot see it, so reading one of its samples fails."""
+        shard_id, _ = self.spanner[idx]
+        stream = self.streams[self.stream_per_shard[shard_id]]
+        raw, packed = self.shards[shard_id].file_pairs[0]
+        path = os.path.join(stream.local, stream.split or "", raw.basename)
+        source = f"downloaded from {stream.remote}" if stream.remote else None
+        if packed is not None:
+            fix = f"delete it: it is decompressed again from {packed.basename}"
+            fix += f" (if that is damaged too, delete both: they are {source} again)" if source else \
+                f"; if that fails too, {REBUILD_DATA}"
+        else:
+            fix = f"delete it so that it is {source} again" if source else REBUILD_DATA
+        return (f"Sample {idx} could not be read from shard {path} ({describe(err)}): the file has the size its "
+                f"index records but not its content (damaged on disk or in a copy). Fix: {fix}.")
+
     def _get_work(self, epoch: int, sample_in_epoch: int) -> Any:
         # StreamingDataset.__iter__ calls this once per epoch in every worker, with the epoch it is
         # about to serve (restored from the checkpoint on resumption). Remember it for __getitem__.
@@ -181,7 +198,12 @@ class StreamingTextDataset(StreamingDataset):
         return ids[:self.max_seq_len]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        sample = super().__getitem__(idx)
+        try:
+            sample = super().__getitem__(idx)
+        except (IndexError, ValueError, UnicodeDecodeError) as err:
+            if not 0 <= idx < self.num_samples:
+                raise
+            raise RecipeError(self._damaged_sample(idx, err)) from None
         if "input_ids" in sample:
             ids = sample["input_ids"]
             if isinstance(ids, (bytes, bytearray, memoryview)):
