@@ -11,6 +11,8 @@ import json
 import os
 import urllib.parse
 
+from streaming.base.storage.download import DOWNLOADER_MAPPINGS
+
 from ..errors import RecipeError, describe
 
 HOW_TO_MAKE_DATA = (
@@ -108,8 +110,6 @@ def check_remote(remote: str, split: str | None) -> None:
     """A remote streaming can read: a scheme it has a downloader for, or a local folder that holds the split's
     ``index.json`` (object stores are checked further where their credentials are: ``s3://`` in
     :mod:`mosaicbert.object_store`)."""
-    from streaming.base.storage.download import DOWNLOADER_MAPPINGS
-
     scheme = urllib.parse.urlparse(remote).scheme
     if scheme and scheme not in DOWNLOADER_MAPPINGS:
         known = ", ".join(f"{name}://" for name in sorted(DOWNLOADER_MAPPINGS) if name)

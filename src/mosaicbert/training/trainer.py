@@ -234,10 +234,17 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
         )
     except (KeyError, RuntimeError) as err:  # Composer loads the starting checkpoint in the constructor
         starting = starting_checkpoint(cfg, store_kwargs)
-        if starting is None or not (isinstance(err, KeyError) or any(
-                marker in str(err) for marker in ("size mismatch", "Missing key", "Unexpected key"))):
+        if starting is None:
             raise
-        raise checkpoint_mismatch(starting, model.family.name, model.model.config.to_dict(), err) from None
+        differences = model_differences(starting, model.family.name, model.model.config.to_dict())
+        # Without a local checkpoint's metadata to compare, the error's own words (torch's state-dict loads).
+        if differences == "" or (differences is None and not any(marker in str(err) for marker in (
+                "size mismatch", "Missing key", "Unexpected key", "Missing optimizer state"))):
+            raise
+        raise RecipeError(f"The checkpoint this run starts from, {starting!r}, does not fit the recipe's model "
+                          f"({describe(err)}).{differences or ''} Set model.name and model.config to the "
+                          "checkpoint's, or start a new run (another run_name or save_folder, without "
+                          "load_path).") from None
     restore_rng_mid_epoch(trainer)
     return trainer
 
@@ -257,24 +264,25 @@ SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_h
               "max_position_embeddings", "type_vocab_size")
 
 
-def checkpoint_mismatch(path: str, family: str, config: dict, err: BaseException) -> RecipeError:
-    """A RecipeError for a starting checkpoint whose weights do not fit the recipe's model: the families and
-    the shape settings that differ, read from the checkpoint's RecipeMetadata where it is a local file."""
-    found = ""
-    if "://" not in path:
-        try:
-            weights = read_composer_checkpoint(path)
-        except RecipeError:
-            weights = None
-        if weights is not None and weights.model_family:
-            theirs = weights.model_config or {}
-            differ = [f"{key} {theirs[key]} (checkpoint) vs {config[key]} (recipe)" for key in SHAPE_KEYS
-                      if key in theirs and key in config and theirs[key] != config[key]]
-            found = (f" It holds a {weights.model_family} model, this recipe builds {family}"
-                     + (f"; {', '.join(differ)}" if differ else "") + ".")
-    return RecipeError(f"The checkpoint this run starts from, {path!r}, does not fit the recipe's model "
-                       f"({describe(err)}).{found} Set model.name and model.config to the checkpoint's, or "
-                       "start a new run (another run_name or save_folder, without load_path).")
+def model_differences(path: str, family: str, config: dict) -> Optional[str]:
+    """How a local checkpoint's model (its RecipeMetadata) differs from the recipe's: the families and the
+    shape settings, as a sentence; "" when they agree; None when the checkpoint has no metadata to compare
+    (an object-store URI, or a checkpoint without it)."""
+    if "://" in path:
+        return None
+    try:
+        weights = read_composer_checkpoint(path)
+    except RecipeError:
+        return None
+    if not weights.model_family:
+        return None
+    theirs = weights.model_config or {}
+    differ = [f"{key} {theirs[key]} (checkpoint) vs {config[key]} (recipe)" for key in SHAPE_KEYS
+              if key in theirs and key in config and theirs[key] != config[key]]
+    if weights.model_family == family and not differ:
+        return ""
+    return (f" It holds a {weights.model_family} model, this recipe builds {family}"
+            + (f"; {', '.join(differ)}" if differ else "") + ".")
 
 
 def finished_run_message(trainer: Trainer) -> Optional[str]:
