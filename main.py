@@ -6,6 +6,8 @@ Composer. `python main.py ...` runs one process; `composer -n N main.py ...` run
 
 import sys
 
+from composer.utils import dist
+
 from mosaicbert.config import load_config
 from mosaicbert.training.cli import run
 from mosaicbert.training.multinode import explain_lost_ranks
@@ -18,11 +20,13 @@ def pretrain(yaml_path: str, overrides: list[str]) -> None:
         trainer = build_pretraining_trainer(cfg)
         finished = finished_run_message(trainer)
         if finished:
-            print(finished, flush=True)
+            if dist.get_global_rank() == 0:
+                print(finished, flush=True)
         else:
             trainer.fit()
     trainer.close()
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:], "main.py", pretrain))
+    sys.exit(run(sys.argv[1:], "main.py", pretrain,
+                 resume_hint="the run continues from its last checkpoint with autoresume=true"))

@@ -291,7 +291,9 @@ def test_ctrl_c_or_sigterm_in_a_command_is_one_line_and_its_status(capsys, stop,
 
     assert report_errors(stopped) == status
     err = capsys.readouterr().err
-    assert err.strip().startswith(line) and "autoresume=true" in err and "Traceback" not in err
+    assert err.strip().startswith(line) and "autoresume" not in err and "Traceback" not in err
+    assert report_errors(stopped, resume_hint="continue with X") == status  # main.py's hint, only there
+    assert capsys.readouterr().err.strip().endswith("half-written; continue with X.")
     with pytest.raises(SystemExit):  # any other exit status passes through untouched
         report_errors(lambda: sys.exit(3))
 
@@ -317,6 +319,7 @@ def test_ctrl_c_during_training_prints_one_line(tiny_mds, tmp_path):
         proc.kill()
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted (Ctrl-C). Outputs get their final names only when complete" in err, err[-3000:]
+    assert "the run continues from its last checkpoint with autoresume=true" in err
     assert "Traceback" not in err
 
 

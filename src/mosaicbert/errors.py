@@ -32,27 +32,29 @@ def describe(err: BaseException, width: int = 200) -> str:
     return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:width]}"
 
 
-def report_errors(action: Callable[[], object]) -> int:
+def report_errors(action: Callable[[], object], resume_hint: str = "") -> int:
     """Run ``action`` for a command-line entry point: its int result (or 0) is the exit status; a
     RecipeError is printed as one paragraph, without a traceback, and gives status 2; Ctrl-C or SIGTERM
-    gives one line and status 130 or 143. (Once Composer is imported, its signal handler turns both
-    signals into ``SystemExit(128 + signal)`` instead of KeyboardInterrupt.)"""
+    gives one line (with ``resume_hint``, how to continue) and status 130 or 143. (Once Composer is
+    imported, its signal handler turns both signals into ``SystemExit(128 + signal)`` instead of
+    KeyboardInterrupt.)"""
     try:
         result = action()
     except RecipeError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        _print_stopped("interrupted (Ctrl-C)")
+        _print_stopped("interrupted (Ctrl-C)", resume_hint)
         return EXIT_INTERRUPTED
     except SystemExit as stop:
         if stop.code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
             raise
-        _print_stopped("interrupted (Ctrl-C)" if stop.code == EXIT_INTERRUPTED else "stopped by SIGTERM")
+        _print_stopped("interrupted (Ctrl-C)" if stop.code == EXIT_INTERRUPTED else "stopped by SIGTERM",
+                       resume_hint)
         return stop.code
     return result if isinstance(result, int) else 0
 
 
-def _print_stopped(how: str) -> None:
-    print(f"\n{how}. Outputs get their final names only when complete, so none was left half-written; a "
-          "training run continues from its last checkpoint with autoresume=true.\n", file=sys.stderr, flush=True)
+def _print_stopped(how: str, resume_hint: str) -> None:
+    print(f"\n{how}. Outputs get their final names only when complete, so none was left half-written"
+          f"{'; ' + resume_hint if resume_hint else ''}.\n", file=sys.stderr, flush=True)

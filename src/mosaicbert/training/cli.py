@@ -20,13 +20,14 @@ Overrides use dotted keys (train_loader.num_workers=2). See docs/config.md for e
 
 
 def run(argv: list[str], prog: str, body: Callable[[str, list[str]], Optional[int]],
-        usage: str = PRETRAIN_USAGE) -> int:
+        usage: str = PRETRAIN_USAGE, resume_hint: str = "") -> int:
     """Call ``body(yaml_path, overrides)``: its int result (or 0) is the exit status; a RecipeError is
-    printed as one paragraph with exit status 2. No arguments or ``-h`` print ``usage``."""
+    printed as one paragraph with exit status 2 (:func:`~mosaicbert.errors.report_errors`, which prints
+    ``resume_hint`` after Ctrl-C). No arguments or ``-h`` print ``usage``."""
     if not argv or argv[0] in ("-h", "--help"):
         print(usage.format(prog=prog))
         return 0 if argv else 2
-    return report_errors(lambda: body(argv[0], argv[1:]))
+    return report_errors(lambda: body(argv[0], argv[1:]), resume_hint)
 
 
 def visible_gpu_ids() -> list[str]:
