@@ -335,8 +335,9 @@ def test_rte_starts_from_the_finetuned_mnli_checkpoint(tmp_path, mlm_checkpoints
     # ... but not over this run's RTE checkpoints unless asked: refused before training, files untouched.
     rte_files = sorted(os.listdir(save / "rte" / "seed1"))
     with pytest.raises(RecipeError, match=r"already holds fine-tuned checkpoints of an earlier run \(rte/seed1/ep.*"
-                                          r"save_overwrite=true"):
+                                          r"save_overwrite=true") as err:
         prepare(again)
+    assert "another run_name" not in str(err.value)  # RTE looks for MNLI's checkpoint under this folder
     assert sorted(os.listdir(save / "rte" / "seed1")) == rte_files
     prepare(recipe(tmp_path, mlm_checkpoints["hf_bert"][0], data_dir=glue_dir, save_folder=str(save), tasks=tasks,
                    run_tasks=["rte"], save_overwrite=True))

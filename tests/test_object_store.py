@@ -338,6 +338,7 @@ def test_glue_reads_an_s3_checkpoint(stored_checkpoint, tmp_path, monkeypatch):
         "run_name": "glue-s3", "pretrained_checkpoint": f"s3://{bucket}/pre", "max_seq_len": 32, "device": "cpu",
         "precision": "fp32", "results_dir": str(tmp_path / "results"), "progress_bar": False,
         "python_log_level": "warning", "default_seeds": [1], "parallel": False,
+        "save_folder": f"s3://{bucket}/finetuned/{{run_name}}",
         "custom_tasks": [{"name": "keyword", "data_dir": str(folder), "text_columns": ["sentence"],
                           "label_column": "label", "num_labels": 2, "metrics": ["accuracy"], "batch_size": 8,
                           "max_duration": "1ba", "eval_interval": 0}]}))
@@ -347,6 +348,12 @@ def test_glue_reads_an_s3_checkpoint(stored_checkpoint, tmp_path, monkeypatch):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert results["pretrained_checkpoint"] == f"s3://{bucket}/pre"
     assert "accuracy" in json.dumps(results)
+    # Again into the same bucket folder: refused before anything loads (Composer's uploader would fail only
+    # after the job trained), unless asked to replace them.
+    with pytest.raises(RecipeError, match=r"save_folder 's3://.*/finetuned/glue-s3' already holds fine-tuned "
+                                          r"checkpoints of an earlier run \(keyword/seed1/ep0-ba1-rank0\.pt\)"):
+        glue["glue"](str(recipe), [])
+    assert glue["glue"](str(recipe), ["save_overwrite=true"]) == 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -222,21 +222,26 @@ def latest_checkpoint(folder_uri: str, what: str = "save_folder", s3=None) -> Op
     return None
 
 
-def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None, per_run: bool = True) -> None:
-    """A RecipeError when ``folder_uri`` already holds checkpoint objects. A new run (no autoresume, no
-    save_overwrite) would mix its checkpoints with them, and where a name repeats (the same save_interval)
-    Composer stops only at that upload, one save_interval into training; for a local folder it checks
-    before the first batch."""
+def checkpoint_names(folder_uri: str, what: str = "save_folder", s3=None) -> list[str]:
+    """The names of the checkpoint objects directly under an ``s3://`` folder, newest first."""
     bucket, prefix = split_s3(folder_uri)
     s3 = s3 or client()
     try:
         found = _checkpoints_in(s3, bucket, prefix)
     except Exception as err:
-        raise explain(err, folder_uri, "save_folder") from None
-    if found:
-        raise RecipeError(earlier_run_message(folder_uri, [key.rsplit("/", 1)[-1] for _, _, key, _ in found],
-                                              f"at the first name they share (with save_interval {save_interval}) "
-                                              "Composer would stop at that upload", per_run))
+        raise explain(err, folder_uri, what) from None
+    return [key.rsplit("/", 1)[-1] for _, _, key, _ in found]
+
+
+def refuse_earlier_checkpoints(folder_uri: str, save_interval, s3=None, per_run: bool = True) -> None:
+    """A RecipeError when ``folder_uri`` already holds checkpoint objects. A new run (no autoresume, no
+    save_overwrite) would mix its checkpoints with them, and where a name repeats (the same save_interval)
+    Composer stops only at that upload, one save_interval into training; for a local folder it checks
+    before the first batch."""
+    names = checkpoint_names(folder_uri, "save_folder", s3)
+    if names:
+        raise RecipeError(earlier_run_message(folder_uri, names, f"at the first name they share (with save_interval "
+                                              f"{save_interval}) Composer would stop at that upload", per_run))
 
 
 def earlier_run_message(folder: str, names: list[str], consequence: str, per_run: bool = True) -> str:

@@ -28,9 +28,9 @@ from ..composer_models import ComposerClassifier
 from ..config import to_dict
 from ..data.mlm_collator import split_batch
 from ..errors import RecipeError, describe
-from ..object_store import LATEST_NAME, SYMLINK_SUFFIX
+from ..object_store import LATEST_NAME, SYMLINK_SUFFIX, checkpoint_names, is_s3
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
-from ..training.checkpointing import use_atomic_checkpoint_writes
+from ..training.checkpointing import checkpoint_batch, use_atomic_checkpoint_writes
 from ..training.trainer import (
     build_optimization,
     device_batch_sizes,
@@ -134,25 +134,38 @@ def plan_jobs(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Option
     return jobs
 
 
-def refuse_earlier_checkpoints(cfg: FinetuneConfig, plans: dict[str, TaskPlan], save_root: Optional[str]) -> None:
-    """A RecipeError, before training, when jobs of this run would save where an earlier run's checkpoints
-    are and ``save_overwrite`` is off (Composer would stop that job with a FileExistsError naming
-    ``overwrite=True``, not a recipe key). Local save folders only."""
-    if cfg.save_overwrite or save_root is None or "://" in save_root:
+def refuse_earlier_checkpoints(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) -> None:
+    """A RecipeError, before anything loads, when jobs of this run would save where an earlier run's
+    checkpoints are and ``save_overwrite`` is off: Composer would stop such a job with a FileExistsError
+    naming ``overwrite=True`` (not a recipe key), locally at its start and in a bucket after it trained.
+    Local and ``s3://`` save folders (other stores are not listed)."""
+    if cfg.save_overwrite or cfg.save_folder is None:
         return
+    save_root = cfg.save_folder.format(run_name=cfg.run_name)
     earlier = []
     for plan in plans.values():
-        if plan.run and keeps_checkpoints(cfg, plan):
-            for seed in plan.seeds:
-                folder = os.path.join(save_root, plan.name, f"seed{seed}")
-                if os.path.isdir(folder):
-                    earlier += [os.path.join(plan.name, f"seed{seed}", name) for name in sorted(os.listdir(folder))
-                                if name.endswith(".pt") and name != LATEST_NAME]
-    if earlier:
-        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
-        raise RecipeError(f"save_folder {save_root!r} already holds fine-tuned checkpoints of an earlier run "
-                          f"({shown}). Set save_overwrite=true to replace them, another run_name (or save_folder) "
-                          "to keep them, or save_folder=null to keep none.")
+        if not (plan.run and keeps_checkpoints(cfg, plan)):
+            continue
+        for seed in plan.seeds:
+            folder = _join(save_root, plan.name, f"seed{seed}")
+            if is_s3(folder):
+                names = checkpoint_names(folder, "save_folder")
+            elif "://" not in folder and os.path.isdir(folder):
+                names = sorted(name for name in os.listdir(folder) if checkpoint_batch(name) is not None)
+            else:
+                names = []
+            earlier += [f"{plan.name}/seed{seed}/{name}" for name in names]
+    if not earlier:
+        return
+    shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+    # Another run_name gives other folders only where save_folder names it, and tasks that start from a
+    # parent this run leaves out look for the parent's checkpoint under this same folder.
+    saved_parents = any(plan.run and plan.init_from and not plans[plan.init_from].run for plan in plans.values())
+    elsewhere = ("another run_name (or save_folder) to keep them, "
+                 if "{run_name}" in cfg.save_folder and not saved_parents else "")
+    raise RecipeError(f"save_folder {save_root!r} already holds fine-tuned checkpoints of an earlier run ({shown}). "
+                      f"Set save_overwrite=true to replace them (as running some tasks again with run_tasks does), "
+                      f"{elsewhere}or save_folder=null to keep none.")
 
 
 def _saved_checkpoint(cfg: FinetuneConfig, save_root: Optional[str], plan: TaskPlan, parent: str, seed: int) -> str:

@@ -92,6 +92,7 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
     check_folder_can_be_made(cfg.results_dir.format(run_name=cfg.run_name), f"results_dir={cfg.results_dir!r}")
     if cfg.save_folder is not None and "://" not in cfg.save_folder:
         check_folder_can_be_made(cfg.save_folder.format(run_name=cfg.run_name), f"save_folder={cfg.save_folder!r}")
+    refuse_earlier_checkpoints(cfg, plans)
     running = [plan for plan in plans.values() if plan.run]
     for plan in running:
         jcfg = task_config(cfg, plan)
@@ -105,7 +106,6 @@ def prepare(cfg: FinetuneConfig) -> Prepared:
                           where=f"tasks.{plan.name}.model_config" if plan.hparams.model_config else "model_config")
     for plan in running:
         check_data(cfg, plan)
-    refuse_earlier_checkpoints(cfg, plans, cfg.save_folder.format(run_name=cfg.run_name) if cfg.save_folder else None)
     results_dir = cfg.results_dir.format(run_name=cfg.run_name)
     return Prepared(cfg, plans, Context(cfg, plans, encoder, tokenizer), results_dir)
 
