@@ -48,6 +48,7 @@ demo: install
 # Fine-tune the demo checkpoint on a small local task (built from the demo corpus) and print the table.
 glue-demo: install
 	$(PY) scripts/build_demo_corpus.py --out_root data/demo --skip_existing
-	ls runs/demo/checkpoints/ep*-ba400-rank0.pt >/dev/null 2>&1 || HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(COMPOSER) main.py yamls/demo.yaml
+	ls runs/demo/checkpoints/ep*-ba400-rank0.pt >/dev/null 2>&1 || \
+		HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(COMPOSER) main.py yamls/demo.yaml
 	$(PY) scripts/make_demo_task.py --skip_existing
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) glue.py yamls/glue/demo.yaml

@@ -98,12 +98,7 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args()
 
-    def run() -> None:
-        missing = [path for path in args.inputs if not os.path.isfile(path)]
-        if missing:
-            raise RecipeError(f"No such file: {', '.join(missing)}. Give the {args.kind} file(s) to plot "
-                              "(see the usage at the top of scripts/plot.py).")
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    def draw() -> None:
         try:
             if args.kind == "metrics":
                 plot_metrics(args.inputs, args.out)
@@ -116,6 +111,27 @@ def main() -> int:
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as err:
             raise RecipeError(f"{', '.join(args.inputs)}: not what '{args.kind}' plots ({type(err).__name__}: "
                               f"{err}). {EXPECTED[args.kind]}") from None
+
+    def run() -> None:
+        missing = [path for path in args.inputs if not os.path.isfile(path)]
+        if missing:
+            raise RecipeError(f"No such file: {', '.join(missing)}. Give the {args.kind} file(s) to plot "
+                              "(see the usage at the top of scripts/plot.py).")
+        out_dir = os.path.dirname(os.path.abspath(args.out))
+        made, folder = [], out_dir  # folders made for --out, removed again if nothing is drawn
+        while not os.path.exists(folder):
+            made.append(folder)
+            folder = os.path.dirname(folder)
+        os.makedirs(out_dir, exist_ok=True)
+        try:
+            draw()
+        except BaseException:
+            for folder in made:  # deepest first
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+            raise
         print(f"wrote {args.out}")
 
     return report_errors(run)

@@ -82,6 +82,7 @@ def test_overrides_and_interpolation():
     (["optimizer.lr=fast"], "Key 'optimizer.lr' is 'fast' (str), but it must be float"),
     (["variables.data_locl=/x"], "sets variables.data_locl, which nothing in"),
     (["variables.data_locl=/x"], "Did you mean 'data_local'?"),
+    (["variables.x=/x"], "The recipe's variables: data_local, data_remote."),  # not the x its comment names
     (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] must be two numbers in [0, 1)"),
     (["optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
     (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 must not be negative"),

@@ -41,7 +41,7 @@ def test_a_file_plot_cannot_draw_is_one_paragraph(tmp_path):
              (["sweep", "garbage.json"], "not what 'sweep' plots (JSONDecodeError"),
              (["long", "garbage.json"], "Give the summary that benchmarks/time_to_quality.py writes")]
     for args, message in cases:
-        result = plot(tmp_path, *args, "--out", "x.png")
+        result = plot(tmp_path, *args, "--out", "new/folder/x.png")
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr[-2000:])
-        assert not (tmp_path / "x.png").exists()
+        assert not (tmp_path / "new").exists()  # the folders made for --out are gone again

@@ -9,6 +9,7 @@ checked against that builder's signature through :mod:`mosaicbert.registry`. Eve
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from typing import Literal, Optional, Union
@@ -138,12 +139,12 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return text
 
 
-def check_variable_overrides(path: str, overrides: list[str]) -> None:
-    """An override of ``variables.<name>`` that nothing refers to (``${variables.<name>}`` in the recipe or
-    another override) would change nothing: most often a misspelt name, so it is refused."""
-    with open(path, errors="replace") as f:
-        text = f.read()
-    used = set(re.findall(r"\$\{variables\.(\w+)", text + "\n".join(overrides)))
+def check_variable_overrides(path: str, recipe, overrides: list[str]) -> None:
+    """An override of ``variables.<name>`` that nothing refers to (``${variables.<name>}`` in a value of the
+    recipe, comments aside, or in another override) would change nothing: most often a misspelt name, so it
+    is refused."""
+    values = json.dumps(OmegaConf.to_container(recipe, resolve=False))
+    used = set(re.findall(r"\$\{variables\.(\w+)", values + "\n".join(overrides)))
     for override in overrides:
         key = override.split("=", 1)[0].strip()
         if key.startswith("variables.") and key.split(".")[1] not in used:
@@ -182,7 +183,7 @@ def load_yaml(path: str, overrides: list[str]) -> dict:
             raise RecipeError(f"Override {override!r} could not be read: {str(err).splitlines()[0]}. A '${{...}}' "
                               "is an interpolation and must be closed, e.g. 'save_folder=${variables.root}/ckpt'; "
                               "quote the argument for the shell.") from None
-    check_variable_overrides(path, overrides)
+    check_variable_overrides(path, recipe, overrides)
     try:
         # All at once: a later override may address into an earlier one (optimizer.betas=[..] then
         # optimizer.betas.1=..), which merging them one by one would refuse.

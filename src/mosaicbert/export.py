@@ -206,9 +206,9 @@ def build_export_model(weights, tokenizer_size: int, source: str = ""):
 # Model card
 # ----------------------------------------------------------------------------------------------
 def _card_source(source: str) -> str:
-    """The file the weights came from, for the model card: a local ``latest-rank0.pt`` link resolved to the
-    checkpoint it names (which says the batch)."""
-    return os.path.realpath(source) if "://" not in source and os.path.exists(source) else source
+    """The file the weights came from, for the model card, as given, except that a local link (such as
+    ``latest-rank0.pt``) is resolved to the checkpoint it names, whose name says the batch."""
+    return os.path.realpath(source) if "://" not in source and os.path.islink(source) else source
 
 
 def _model_card(model, family: str, task: str, checkpoint: str, tokenizer_name: str, padded_vocab: int,

@@ -97,13 +97,15 @@ def vocab_multiple(config_values: Optional[dict] = None) -> int:
     return (config_values or {}).get("pad_vocab_multiple", VOCAB_MULTIPLE)
 
 
-def tokenizer_mismatch(tokenizer_size: int, vocab_size: int, config_values: Optional[dict] = None) -> Optional[str]:
+def tokenizer_mismatch(tokenizer_size: int, vocab_size: int, config_values: Optional[dict] = None,
+                       check_padding: bool = True) -> Optional[str]:
     """Why a tokenizer of ``tokenizer_size`` tokens is not the one a model of ``vocab_size`` embedding rows was
-    trained with, or None: it has more tokens than rows, or fewer by more than the vocabulary's padding."""
+    trained with, or None: it has more tokens than rows, or (``check_padding``) fewer by more than the
+    vocabulary's padding."""
     if tokenizer_size > vocab_size:
         return f"the tokenizer has {tokenizer_size} tokens but the model only {vocab_size} embedding rows"
     multiple = vocab_multiple(config_values)
-    if vocab_size - tokenizer_size >= multiple:
+    if check_padding and vocab_size - tokenizer_size >= multiple:
         return (f"the tokenizer has {tokenizer_size} tokens but the model {vocab_size} embedding rows (more than "
                 f"a padding to a multiple of {multiple})")
     return None

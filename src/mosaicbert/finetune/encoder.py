@@ -69,7 +69,10 @@ def read_encoder(cfg: FinetuneConfig) -> tuple[Encoder, PreTrainedTokenizerBase]
         config = make_config(family, tokenizer, cfg.max_seq_len, cfg.model_config).to_dict()
     vocab_size = config.get("vocab_size")
     # A larger tokenizer would be an IndexError inside the first job; a much smaller one trains on the wrong rows.
-    mismatch = None if vocab_size is None else tokenizer_mismatch(len(tokenizer), vocab_size, config)
+    # (The checkpoint's own tokenizer fits even a vocabulary set larger on purpose: model.config.vocab_size.)
+    own = not cfg.tokenizer_name or cfg.tokenizer_name == weights.tokenizer_name
+    mismatch = None if vocab_size is None else tokenizer_mismatch(len(tokenizer), vocab_size, config,
+                                                                  check_padding=not own)
     if mismatch:
         raise RecipeError(f"Tokenizer {tokenizer_name!r} does not fit pretrained_checkpoint {path!r}: {mismatch}, "
                           "so it is not the tokenizer the model was pretrained with. Pass that one with "

@@ -237,9 +237,9 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
         if starting is None:
             raise
         differences = model_differences(starting, model.family.name, model.model.config.to_dict())
-        # Without a local checkpoint's metadata to compare, the error's own words (torch's state-dict loads).
-        if differences == "" or (differences is None and not any(marker in str(err) for marker in (
-                "size mismatch", "Missing key", "Unexpected key", "Missing optimizer state"))):
+        # Where the metadata names no difference (or there is none to read), the error's own words decide.
+        if not differences and not any(marker in str(err) for marker in (
+                "size mismatch", "Missing key", "Unexpected key", "Missing optimizer state")):
             raise
         raise RecipeError(f"The checkpoint this run starts from, {starting!r}, does not fit the recipe's model "
                           f"({describe(err)}).{differences or ''} Set model.name and model.config to the "
