@@ -507,6 +507,18 @@ def test_export_accepts_the_padding_of_the_models_own_vocabulary_multiple():
     assert model.config.vocab_size == 186
 
 
+def test_the_tokenizer_rule_export_and_glue_share():
+    from mosaicbert.families import tokenizer_mismatch
+
+    assert tokenizer_mismatch(30522, 30528) is None  # the recipe's padding to 64
+    assert "only 30528 embedding rows" in tokenizer_mismatch(30600, 30528)
+    assert "more than a padding to a multiple of 64" in tokenizer_mismatch(200, 30528)
+    assert tokenizer_mismatch(200, 30528, {"pad_vocab_multiple": 32768}) is None
+    # The checkpoint's own tokenizer with a vocabulary made larger on purpose (model.config.vocab_size).
+    assert tokenizer_mismatch(30522, 40000, check_padding=False) is None
+    assert tokenizer_mismatch(40001, 40000, check_padding=False) is not None
+
+
 def test_export_refuses_a_tokenizer_further_than_one_padding_multiple_away():
     """With the default multiple 64, the same 70-row gap means a tokenizer that does not fit."""
     from mosaicbert.export import build_export_model
