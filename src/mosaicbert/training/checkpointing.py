@@ -136,17 +136,17 @@ def local_checkpoints(save_folder: str, run_name: str) -> list[str]:
 
 def _newest_checkpoint(folder: str, checkpoints: dict[str, int], latest: str) -> str:
     """The checkpoint a resumed run continues: the one ``latest`` links to, unless a checkpoint with more
-    batches was written since the link was last moved (a run stopped between writing a checkpoint and
-    moving the link); without a usable link, the one with the most batches. Trusting the link keeps a run
-    started again from batch 0 with save_overwrite from resuming the earlier run's later checkpoints, which
-    it did not overwrite. (A copy that does not keep file times, or a file system with coarse ones, can
-    make an older checkpoint look as new as the link: it is then taken, as without a link.)"""
+    batches was written no earlier than it (a run stopped between writing a checkpoint and moving the
+    link, or while Composer re-created the link); without a usable link, the one with the most batches.
+    Trusting the link keeps a run started again from batch 0 with save_overwrite from resuming the earlier
+    run's later checkpoints, which are older than what the new run wrote. (A copy that does not keep file
+    times can make an older checkpoint look as new: it is then taken, as without a link.)"""
     target = os.path.basename(os.path.realpath(latest)) if os.path.islink(latest) else None
     if target not in checkpoints:
         return max(checkpoints, key=checkpoints.get)
-    moved_at = os.lstat(latest).st_mtime  # the link's own time: when it was last pointed
+    written_at = os.path.getmtime(os.path.join(folder, target))
     later = [name for name, batch in checkpoints.items()
-             if batch > checkpoints[target] and os.path.getmtime(os.path.join(folder, name)) >= moved_at]
+             if batch > checkpoints[target] and os.path.getmtime(os.path.join(folder, name)) >= written_at]
     return max(later, key=checkpoints.get) if later else target
 
 
