@@ -30,7 +30,7 @@ from ..data.mlm_collator import split_batch
 from ..errors import RecipeError, describe
 from ..object_store import LATEST_NAME, SYMLINK_SUFFIX, checkpoint_names, is_s3
 from ..training.callbacks import RecipeMetadata, latest_checkpoint
-from ..training.checkpointing import checkpoint_batch, use_atomic_checkpoint_writes
+from ..training.checkpointing import local_checkpoints, use_atomic_checkpoint_writes
 from ..training.trainer import (
     build_optimization,
     device_batch_sizes,
@@ -150,8 +150,8 @@ def refuse_earlier_checkpoints(cfg: FinetuneConfig, plans: dict[str, TaskPlan]) 
             folder = _join(save_root, plan.name, f"seed{seed}")
             if is_s3(folder):
                 names = checkpoint_names(folder, "save_folder")
-            elif "://" not in folder and os.path.isdir(folder):
-                names = sorted(name for name in os.listdir(folder) if checkpoint_batch(name) is not None)
+            elif "://" not in folder:
+                names = local_checkpoints(folder, cfg.run_name)
             else:
                 names = []
             earlier += [f"{plan.name}/seed{seed}/{name}" for name in names]

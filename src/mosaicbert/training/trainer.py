@@ -238,7 +238,7 @@ def build_pretraining_trainer(cfg: PretrainConfig) -> Trainer:
             raise
         differences = model_differences(starting, model.family.name, model.model.config.to_dict())
         # Where the metadata names no difference (or there is none to read), the error's own words decide.
-        if not differences and not any(marker in str(err) for marker in (
+        if differences is None and not any(marker in str(err) for marker in (
                 "size mismatch", "Missing key", "Unexpected key", "Missing optimizer state")):
             raise
         raise RecipeError(f"The checkpoint this run starts from, {starting!r}, does not fit the recipe's model "
@@ -266,8 +266,8 @@ SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_h
 
 def model_differences(path: str, family: str, config: dict) -> Optional[str]:
     """How a local checkpoint's model (its RecipeMetadata) differs from the recipe's: the families and the
-    shape settings, as a sentence; "" when they agree; None when the checkpoint has no metadata to compare
-    (an object-store URI, or a checkpoint without it)."""
+    shape settings, as a sentence; None when they agree or there is no metadata to compare (an object-store
+    URI, or a checkpoint without it)."""
     if "://" in path:
         return None
     try:
@@ -280,7 +280,7 @@ def model_differences(path: str, family: str, config: dict) -> Optional[str]:
     differ = [f"{key} {theirs[key]} (checkpoint) vs {config[key]} (recipe)" for key in SHAPE_KEYS
               if key in theirs and key in config and theirs[key] != config[key]]
     if weights.model_family == family and not differ:
-        return ""
+        return None
     return (f" It holds a {weights.model_family} model, this recipe builds {family}"
             + (f"; {', '.join(differ)}" if differ else "") + ".")
 
