@@ -298,6 +298,48 @@ def test_ctrl_c_or_sigterm_in_a_command_is_one_line_and_its_status(capsys, stop,
         report_errors(lambda: sys.exit(3))
 
 
+class StopOnWrite(io.FileIO):
+    """A checkpoint file whose third write raises ``stop``: the signal landing while torch.save's zip
+    writer is mid-record, so torch's own error (``unexpected pos``) comes out, raised while handling it."""
+
+    def __init__(self, stop: BaseException, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop, self.writes = stop, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            raise self.stop
+        return super().write(data)
+
+
+@pytest.mark.parametrize("stop, status",
+                         [(SystemExit(130), 130), (SystemExit(143), 143), (KeyboardInterrupt(), 130)],
+                         ids=["SIGINT via Composer", "SIGTERM via Composer", "KeyboardInterrupt"])
+def test_a_signal_inside_torch_save_is_still_one_line_and_leaves_no_file(capsys, tmp_path, monkeypatch, stop, status):
+    from composer.utils import checkpoint as composer_checkpoint
+
+    from mosaicbert.errors import report_errors
+    from mosaicbert.training.checkpointing import write_checkpoint_atomically
+
+    monkeypatch.setattr(composer_checkpoint, "open", lambda name, mode: StopOnWrite(stop, name, mode), raising=False)
+    state = {"weights": torch.randn(64, 64), "more": torch.randn(1000)}
+    target = tmp_path / "ep0-ba6-rank0.pt"
+    with pytest.raises(RuntimeError, match="unexpected pos") as raised:  # what torch makes of it
+        write_checkpoint_atomically(state, str(target))
+    assert raised.value.__context__ is stop
+    assert report_errors(lambda: write_checkpoint_atomically(state, str(target)), "continue with X") == status
+    err = capsys.readouterr().err
+    assert err.strip().endswith("half-written; continue with X.") and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # neither the checkpoint nor its partial file
+
+    def fails():
+        raise RuntimeError("not a stop")
+
+    with pytest.raises(RuntimeError, match="not a stop"):  # an error with no signal behind it passes through
+        report_errors(fails)
+
+
 def test_ctrl_c_during_training_prints_one_line(tiny_mds, tmp_path):
     """A real SIGINT to ``main.py`` while it trains: Composer's handler exits with 130, and the user is told
     what was kept and how to continue."""

@@ -43,16 +43,29 @@ def report_errors(action: Callable[[], object], resume_hint: str = "") -> int:
     except RecipeError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        _print_stopped("interrupted (Ctrl-C)", resume_hint)
-        return EXIT_INTERRUPTED
-    except SystemExit as stop:
-        if stop.code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+    except (KeyboardInterrupt, SystemExit, Exception) as err:
+        # A signal that lands inside a library's cleanup (torch.save closing its zip file) comes out as that
+        # library's own error raised while the stop was handled: the stop is then in the error's context.
+        stop = _stop_in_context(err)
+        if stop is None:
             raise
-        _print_stopped("interrupted (Ctrl-C)" if stop.code == EXIT_INTERRUPTED else "stopped by SIGTERM",
-                       resume_hint)
-        return stop.code
+        status = EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else stop.code
+        _print_stopped("interrupted (Ctrl-C)" if status == EXIT_INTERRUPTED else "stopped by SIGTERM", resume_hint)
+        return status
     return result if isinstance(result, int) else 0
+
+
+def _stop_in_context(err: BaseException) -> "BaseException | None":
+    """The Ctrl-C or SIGTERM (KeyboardInterrupt, or Composer's ``SystemExit(130 or 143)``) that ``err`` is or
+    was raised while handling, else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, KeyboardInterrupt) or (
+                isinstance(err, SystemExit) and err.code in (EXIT_INTERRUPTED, EXIT_TERMINATED)):
+            return err
+        err = err.__context__
+    return None
 
 
 def _print_stopped(how: str, resume_hint: str) -> None:
