@@ -110,11 +110,16 @@ class StreamingTextDataset(StreamingDataset):
             self._prepare_error = message
             self._event.set()  # streaming's own signal: this epoch's threads and yield loop stop
 
-    def _shard_failure(self, shard_id: int, err: Exception) -> str:
+    def _shard_files(self, shard_id: int) -> tuple[Any, str, Any, Any]:
+        """A shard's stream, its local folder and its (raw, packed) file entries (packed: None when the
+        shard is not compressed)."""
         stream = self.streams[self.stream_per_shard[shard_id]]
         raw, packed = self.shards[shard_id].file_pairs[0]
-        name = (packed or raw).basename
-        local = os.path.join(stream.local, stream.split or "", name)
+        return stream, os.path.join(stream.local, stream.split or ""), raw, packed
+
+    def _shard_failure(self, shard_id: int, err: Exception) -> str:
+        stream, folder, raw, packed = self._shard_files(shard_id)
+        local = os.path.join(folder, (packed or raw).basename)
         if stream.remote:
             fix = (f"delete {local} if it is there, so that it is downloaded from {stream.remote} again; if the "
                    f"remote copy is damaged too, {REBUILD_DATA}")
@@ -126,10 +131,8 @@ class StreamingTextDataset(StreamingDataset):
     def _damaged_sample(self, idx: int, err: Exception) -> str:
         """A shard whose file has its recorded size but not its content (a disk or copy that changed bytes):
         the size check before training cannot see it, so reading one of its samples fails."""
-        shard_id, _ = self.spanner[idx]
-        stream = self.streams[self.stream_per_shard[shard_id]]
-        raw, packed = self.shards[shard_id].file_pairs[0]
-        path = os.path.join(stream.local, stream.split or "", raw.basename)
+        stream, folder, raw, packed = self._shard_files(self.spanner[idx][0])
+        path = os.path.join(folder, raw.basename)
         source = f"downloaded from {stream.remote}" if stream.remote else None
         if packed is not None:
             fix = f"delete it: it is decompressed again from {packed.basename}"
