@@ -43,9 +43,10 @@ def report_errors(action: Callable[[], object], resume_hint: str = "") -> int:
     except RecipeError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    except (KeyboardInterrupt, SystemExit, Exception) as err:
+    except BaseException as err:
         # A signal that lands inside a library's cleanup (torch.save closing its zip file) comes out as that
         # library's own error raised while the stop was handled: the stop is then in the error's context.
+        # Anything else is raised again untouched.
         stop = _stop_in_context(err)
         if stop is None:
             raise
